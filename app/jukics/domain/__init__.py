@@ -1,0 +1,1 @@
+"""jukics.domain."""

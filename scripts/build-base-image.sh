@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Build the Debian 13 (trixie) base image for the lab and molecule, and cache it.
+# Images cannot be pulled here, so: debootstrap from the host's configured Debian mirror,
+# apply pending security updates, clean up, `podman import`. The image carries a label with
+# the hash of this script; a changed recipe rebuilds it, an unchanged one costs nothing.
+set -euo pipefail
+image=${JUKICS_BASE_IMAGE:-localhost/jukics-base:trixie}
+cache=${JUKICS_CACHE:-/var/cache/jukics}
+recipe=$(sha256sum "$0" | cut -c1-16)
+log() { printf '[base-image] %s\n' "$*"; }
+
+if [ "$(podman image inspect --format '{{ index .Labels "jukics.recipe" }}' "$image" 2>/dev/null)" = "$recipe" ]; then
+  log "cached: $image (recipe $recipe)"
+  exit 0
+fi
+
+sources=/etc/apt/sources.list.d/debian.sources
+mirror=${JUKICS_MIRROR:-$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$sources" 2>/dev/null || true)}
+security=${JUKICS_SECURITY_MIRROR:-$(awk '/^URIs:/ && $2 ~ /security/ {print $2; exit}' "$sources" 2>/dev/null || true)}
+[ -n "$mirror" ] || { echo "no Debian mirror configured in $sources; set JUKICS_MIRROR" >&2; exit 2; }
+[ -n "$security" ] || security="${mirror%/debian}/debian-security"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/jukics-rootfs.XXXXXX")
+trap 'umount -R "$work/rootfs/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
+rootfs=$work/rootfs
+mkdir -p "$cache/debcache"
+
+# python3-apt: Ansible's apt and package_facts modules; python3-venv: the service's venv.
+include=python3,python3-apt,python3-venv,systemd,systemd-sysv,dbus,nftables,iproute2,iputils-ping,openssh-server,ca-certificates,sudo,procps,gnupg
+log "debootstrap trixie from $mirror"
+debootstrap --variant=minbase --cache-dir="$cache/debcache" --include="$include" trixie "$rootfs" "$mirror" \
+  > "$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; echo "debootstrap failed (mirror $mirror)" >&2; exit 1; }
+
+rm -f "$rootfs/etc/apt/sources.list"
+cat > "$rootfs/etc/apt/sources.list.d/debian.sources" <<SRC
+Types: deb
+URIs: $mirror
+Suites: trixie trixie-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $security
+Suites: trixie-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+log "applying trixie security updates"
+mount -t proc proc "$rootfs/proc"
+chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c \
+  'apt-get -q update && apt-get -y -q upgrade && apt-get clean' > "$work/upgrade.log" 2>&1 \
+  || { tail -20 "$work/upgrade.log" >&2; exit 1; }
+umount "$rootfs/proc"
+rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+: > "$rootfs/etc/machine-id"
+# No kernel modules in containers: this unit can only fail there.
+ln -sf /dev/null "$rootfs/etc/systemd/system/systemd-modules-load.service"
+
+log "podman import $image"
+tar -C "$rootfs" -c . | podman import \
+  --change 'CMD ["/sbin/init"]' --change 'ENV container=podman' \
+  --change "LABEL jukics.recipe=$recipe" - "$image" >/dev/null
+log "built $image (recipe $recipe)"

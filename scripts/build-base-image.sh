@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Build the Debian 13 (trixie) base image for the lab and molecule, and cache it.
 # Images cannot be pulled here, so: debootstrap from the host's configured Debian mirror,
-# apply pending security updates, clean up, `podman import`. The image carries a label with
-# the hash of this script; a changed recipe rebuilds it, an unchanged one costs nothing.
+# apply pending security updates, clean up, `podman import`. The image carries a label with the
+# hash of its recipe (version + package list); an unchanged recipe costs nothing.
 set -euo pipefail
 image=${JUKICS_BASE_IMAGE:-localhost/jukics-base:trixie}
 cache=${JUKICS_CACHE:-/var/cache/jukics}
-recipe=$(sha256sum "$0" | cut -c1-16)
+# What decides the image's content; bump recipe_version when the build steps change meaningfully.
+recipe_version=1
+# python3-apt: Ansible's apt and package_facts modules; python3-venv: the service's venv.
+include=python3,python3-apt,python3-venv,systemd,systemd-sysv,dbus,nftables,iproute2,iputils-ping,openssh-server,ca-certificates,sudo,procps,gnupg
+recipe=$(printf '%s %s trixie\n' "$recipe_version" "$include" | sha256sum | cut -c1-16)
 log() { printf '[base-image] %s\n' "$*"; }
 
 if [ "$(podman image inspect --format '{{ index .Labels "jukics.recipe" }}' "$image" 2>/dev/null)" = "$recipe" ]; then
@@ -25,8 +29,6 @@ trap 'umount -R "$work/rootfs/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
 rootfs=$work/rootfs
 mkdir -p "$cache/debcache"
 
-# python3-apt: Ansible's apt and package_facts modules; python3-venv: the service's venv.
-include=python3,python3-apt,python3-venv,systemd,systemd-sysv,dbus,nftables,iproute2,iputils-ping,openssh-server,ca-certificates,sudo,procps,gnupg
 log "debootstrap trixie from $mirror"
 debootstrap --variant=minbase --cache-dir="$cache/debcache" --include="$include" trixie "$rootfs" "$mirror" \
   > "$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; echo "debootstrap failed (mirror $mirror)" >&2; exit 1; }
@@ -59,5 +61,5 @@ ln -sf /dev/null "$rootfs/etc/systemd/system/systemd-modules-load.service"
 log "podman import $image"
 tar -C "$rootfs" -c . | podman import \
   --change 'CMD ["/sbin/init"]' --change 'ENV container=podman' \
-  --change "LABEL jukics.recipe=$recipe" - "$image" >/dev/null
+  --change "LABEL jukics.recipe=$recipe" - "$image" >/dev/null 2>&1
 log "built $image (recipe $recipe)"

@@ -1,0 +1,119 @@
+"""The Falcon application factory. Resources are thin; the work happens in plain modules.
+
+`create_app` receives every dependency (falcon `examples/look` style), so tests build the same app
+with an in-memory store and a fake identity source, and gunicorn builds it from the config.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import falcon
+
+from jukics.api import errors
+from jukics.api.errors import ApiError
+from jukics.api.identity import IdentitySource, PeerIdentity
+
+MAX_BATCH_ITEMS = 5000
+
+
+class IntakeService(Protocol):
+    def submit(self, items: list[Any], *, client: str) -> dict[str, Any]:
+        """Apply a batch; returns {"results": [...], "applied": n, "duplicate": n, "refused": n}."""
+        ...
+
+    def refuse_request(self, *, client: str | None, code: str) -> None:
+        """Record a request refused before any item was looked at (audit chain)."""
+        ...
+
+
+@dataclass
+class AppDeps:
+    allowed_intake_clients: tuple[str, ...]
+    intake: IntakeService
+    health: Callable[[], Mapping[str, Any]]
+    identity: IdentitySource
+    max_body_bytes: int = 8 * 1024 * 1024
+
+
+def _read_json(req: falcon.Request, max_bytes: int) -> Any:
+    if req.content_type is None or not req.content_type.split(";")[0].strip() == "application/json":
+        raise ApiError("E_CONTENT_TYPE")
+    length = req.content_length
+    if length is not None and length > max_bytes:
+        raise ApiError("E_BODY_TOO_LARGE")
+    # Read one byte past the limit so a chunked body cannot slip through.
+    raw = req.bounded_stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError("E_BODY_TOO_LARGE")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ApiError("E_JSON_MALFORMED") from None
+
+
+class HealthResource:
+    def __init__(self, deps: AppDeps) -> None:
+        self.deps = deps
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        report = dict(self.deps.health())
+        resp.media = report
+        resp.status = falcon.HTTP_200 if report.get("status") == "ok" else falcon.HTTP_503
+
+
+class IntakeUpdatesResource:
+    """POST /v1/intake/updates: F1, 既存住基 → CS. Only the configured 既存住基 identity may call."""
+
+    def __init__(self, deps: AppDeps) -> None:
+        self.deps = deps
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        client = req.context.client
+        if client is None:
+            self.deps.intake.refuse_request(client=req.context.peer_name, code="E_CLIENT_NOT_ALLOWED")
+            raise ApiError("E_CLIENT_NOT_ALLOWED")
+        try:
+            body = _read_json(req, self.deps.max_body_bytes)
+            shape_ok = isinstance(body, dict) and not set(body) - {"items", "batch_id"}
+            if not shape_ok or not isinstance(body.get("items"), list):
+                raise ApiError("E_BODY_SHAPE", 'expected {"items": [...]} (and optionally "batch_id")')
+            items = body["items"]
+            if not items:
+                raise ApiError("E_BATCH_EMPTY")
+            if len(items) > MAX_BATCH_ITEMS:
+                raise ApiError("E_BATCH_TOO_LARGE", f"at most {MAX_BATCH_ITEMS} items per batch")
+        except ApiError as exc:
+            self.deps.intake.refuse_request(client=client, code=exc.code)
+            raise
+        outcome = self.deps.intake.submit(items, client=client)
+        if isinstance(body.get("batch_id"), str):
+            outcome = {"batch_id": body["batch_id"], **outcome}
+        resp.media = outcome
+        # Every item has its own result; the status says whether any was refused.
+        resp.status = falcon.HTTP_200 if outcome.get("refused", 0) == 0 else falcon.HTTP_422
+
+
+class ClientIdentityMiddleware:
+    """Resolves the calling client's certificate to an allowed identity (or None) on every request."""
+
+    def __init__(self, identity: IdentitySource, allowed: tuple[str, ...]) -> None:
+        self.identity = identity
+        self.allowed = allowed
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        peer: PeerIdentity | None = self.identity(req.env)
+        req.context.peer_name = (peer.dns_names[0] if peer.dns_names else peer.common_name) if peer else None
+        req.context.client = peer.matches(self.allowed) if peer else None
+
+
+def create_app(deps: AppDeps) -> falcon.App:
+    app = falcon.App(middleware=[ClientIdentityMiddleware(deps.identity, deps.allowed_intake_clients)])
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+    app.add_route("/v1/health", HealthResource(deps))
+    app.add_route("/v1/intake/updates", IntakeUpdatesResource(deps))
+    return app

@@ -1,0 +1,74 @@
+"""Errors the HTTP APIs return: always JSON, always a stable code, never personal data.
+
+Body: {"error": {"code": "E_...", "message": "..."}}. Codes are listed in the OpenAPI files.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+
+log = logging.getLogger("jukics.api")
+
+# code -> (HTTP status, description); the OpenAPI files document the same table.
+API_ERRORS: dict[str, tuple[str, str]] = {
+    "E_JSON_MALFORMED": (falcon.HTTP_400, "the body is not valid UTF-8 JSON"),
+    "E_BODY_SHAPE": (falcon.HTTP_400, "the body does not have the documented shape"),
+    "E_BODY_TOO_LARGE": (falcon.HTTP_413, "the body is larger than server.max_body_bytes"),
+    "E_BATCH_TOO_LARGE": (falcon.HTTP_413, "the batch has more items than the documented maximum"),
+    "E_BATCH_EMPTY": (falcon.HTTP_400, "the batch has no items"),
+    "E_CONTENT_TYPE": (falcon.HTTP_415, "the body must be application/json"),
+    "E_CLIENT_NOT_ALLOWED": (falcon.HTTP_403, "the client certificate is not an allowed identity for this API"),
+    "E_NOT_FOUND": (falcon.HTTP_404, "no such resource"),
+    "E_METHOD": (falcon.HTTP_405, "method not allowed on this resource"),
+    "E_UNAVAILABLE": (falcon.HTTP_503, "the service cannot serve this request now"),
+    "E_INTERNAL": (falcon.HTTP_500, "internal error; the request was not applied"),
+}
+
+
+class ApiError(falcon.HTTPError):
+    """An HTTP error carrying one of the stable API codes."""
+
+    def __init__(self, code: str, message: str | None = None, **extra: Any) -> None:
+        status, description = API_ERRORS[code]
+        super().__init__(status, title=code, description=message or description)
+        self.code = code
+        self.extra = extra
+
+    def to_dict(self, obj_type: type = dict) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.description}
+        body.update(self.extra)
+        return {"error": body}
+
+
+def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict) -> None:
+    if isinstance(ex, ApiError):
+        resp.status = ex.status
+        resp.media = ex.to_dict()
+        return
+    # Falcon's own errors (routing, method) mapped to our codes.
+    status = ex.status_code
+    code = {404: "E_NOT_FOUND", 405: "E_METHOD", 413: "E_BODY_TOO_LARGE", 415: "E_CONTENT_TYPE"}.get(
+        status, "E_BODY_SHAPE" if 400 <= status < 500 else "E_INTERNAL"
+    )
+    resp.status = ex.status
+    resp.media = {"error": {"code": code, "message": API_ERRORS[code][1]}}
+    if ex.headers:
+        resp.set_headers(ex.headers)
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+    if isinstance(ex, falcon.HTTPError):
+        _http_error(req, resp, ex, params)
+        return
+    # The message may hold personal data: log the type and the path only.
+    log.error("unhandled %s on %s %s", type(ex).__name__, req.method, req.path)
+    resp.status = falcon.HTTP_500
+    resp.media = {"error": {"code": "E_INTERNAL", "message": API_ERRORS["E_INTERNAL"][1]}}
+
+
+def install(app: falcon.App) -> None:
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _http_error)

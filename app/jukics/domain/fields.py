@@ -61,7 +61,14 @@ ENCRYPTED_FIELDS: Final[frozenset[str]] = frozenset(
 )
 
 #: Searchable through keyed hashes (HMAC of the normalised value), never plaintext indexes.
-HASHED_SEARCH_KEYS: Final[tuple[str, ...]] = ("juminhyo_code", "my_number", "name_kana_seion", "name_kanji", "birth_date", "address")
+HASHED_SEARCH_KEYS: Final[tuple[str, ...]] = (
+    "juminhyo_code",
+    "my_number",
+    "name_kana_seion",
+    "name_kanji",
+    "birth_date",
+    "address",
+)
 
 #: F2: exactly these 8 items go to the 都道府県サーバ (seed 002 §2).
 F2_ITEMS: Final[tuple[str, ...]] = (

@@ -1,0 +1,45 @@
+"""gunicorn configuration for the jukics service (`gunicorn -c python:jukics.api.gunicorn_conf`).
+
+Everything comes from the jukics TOML named by $JUKICS_CONFIG, so there is one source of truth.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Any
+
+from jukics.api.tls import CachedContext, ServerTlsFiles
+from jukics.config import load_config
+
+_config = load_config(os.environ.get("JUKICS_CONFIG", "/etc/jukics/jukics.toml"))
+
+bind = [_config.intake.listen.address]
+workers = _config.workers
+worker_class = "sync"
+# Our own hook builds the context; these are set so gunicorn knows the listener is TLS.
+certfile = str(_config.intake.cert_file)
+keyfile = str(_config.intake.key_file)
+ca_certs = str(_config.intake.client_ca_file)
+cert_reqs = ssl.CERT_REQUIRED
+do_handshake_on_connect = True
+timeout = 60
+graceful_timeout = 30
+limit_request_line = 4096
+limit_request_fields = 50
+limit_request_field_size = 8190
+accesslog = "-"
+# The access log must not carry query strings (a search could hold personal data in one).
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+errorlog = "-"
+proc_name = "jukics"
+control_socket_disable = True  # gunicorn 27 otherwise wants a control socket under $HOME
+preload_app = False  # each worker opens its own DB connections (and, later, its own TPM session)
+
+_tls = CachedContext(
+    ServerTlsFiles(_config.intake.cert_file, _config.intake.key_file, _config.intake.client_ca_file)
+)
+
+
+def ssl_context(conf: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
+    return _tls.get()

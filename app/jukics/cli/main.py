@@ -1,0 +1,158 @@
+"""`jukics`: the operator's command line. Every command has --help; exit codes are stable:
+
+  0  done (or nothing to do)
+  1  the check ran and found a problem (unhealthy, chain broken, ...)
+  2  the command could not run: bad configuration or arguments (message on stderr)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import ssl
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from jukics import __version__
+from jukics.config import Config, ConfigError, check_files, load_config
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+DEFAULT_CONFIG = "/etc/jukics/jukics.toml"
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True, default=str))
+
+
+def cmd_config_check(config: Config, args: argparse.Namespace) -> int:
+    problems = check_files(config)
+    if problems:
+        for p in problems:
+            print(f"config: {p}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"config: ok ({config.source}, environment={config.environment})")
+    return EXIT_OK
+
+
+def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
+    from jukics.service import upgrade_database
+
+    print(upgrade_database(config))
+    return EXIT_OK
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    env = dict(os.environ, JUKICS_CONFIG=str(config.source))
+    argv = [str(gunicorn), "-c", "python:jukics.api.gunicorn_conf", "jukics.api.wsgi:app"]
+    os.execve(argv[0], argv, env)  # noqa: S606 - replaces this process with gunicorn (fixed argv)
+
+
+def tls_probe(host: str, port: int, expected_cert: Path, timeout: float = 5.0) -> str | None:
+    """Handshake with the listener; None when it presents `expected_cert`, else what went wrong."""
+    ctx = ssl.create_default_context(cafile=None)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # we compare the exact certificate below instead of a chain
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, ctx.wrap_socket(raw) as tls:
+            served = tls.getpeercert(binary_form=True)
+    except OSError as exc:
+        return f"no TLS listener on {host}:{port} ({exc.__class__.__name__})"
+    # The first certificate of the file is the leaf (the rest, if any, is the chain).
+    want = x509.load_pem_x509_certificate(expected_cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+    if served != want:
+        return f"{host}:{port} serves a certificate other than {expected_cert}"
+    return None
+
+
+def cmd_health(config: Config, args: argparse.Namespace) -> int:
+    from jukics.service import database_status
+
+    problems = []
+    db = database_status(config)
+    if db != "ok":
+        problems.append(f"database: {db}")
+    listen = config.intake.listen
+    host = "127.0.0.1" if listen.host in ("0.0.0.0", "::") else listen.host  # noqa: S104 - mapping a wildcard bind
+    tls = tls_probe(host, listen.port, config.intake.cert_file)
+    if tls:
+        problems.append(f"intake: {tls}")
+    if problems:
+        for p in problems:
+            print(f"health: {p}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"health: ok (database, intake TLS on {listen.address})")
+    return EXIT_OK
+
+
+def cmd_purge(config: Config, args: argparse.Namespace) -> int:
+    from jukics.service import run_purge
+
+    report = run_purge(config, dry_run=args.dry_run)
+    _print_json(report)
+    return EXIT_OK
+
+
+def cmd_audit_verify(config: Config, args: argparse.Namespace) -> int:
+    from jukics.service import verify_audit
+
+    ok, report = verify_audit(config)
+    if args.json:
+        _print_json(report)
+    else:
+        print(report.get("summary", report))
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jukics", description="jukics: the municipal CS appliance service")
+    parser.add_argument("--config", "-c", default=os.environ.get("JUKICS_CONFIG", DEFAULT_CONFIG),
+                        help=f"path of the TOML configuration (default: $JUKICS_CONFIG or {DEFAULT_CONFIG})")
+    parser.add_argument("--version", action="version", version=f"jukics {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[Config, argparse.Namespace], int], help_: str,
+            parent: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:
+        p = (parent or sub).add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    cfg = sub.add_parser("config", help="configuration commands", description="configuration commands")
+    cfg_sub = cfg.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    add("check", cmd_config_check, "validate the configuration file and the files it names", cfg_sub)
+
+    db = sub.add_parser("db", help="database commands", description="database commands")
+    db_sub = db.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    add("upgrade", cmd_db_upgrade, "apply pending schema migrations (idempotent)", db_sub)
+
+    add("serve", cmd_serve, "run the service under gunicorn in the foreground")
+    add("health", cmd_health, "check the database and the intake TLS listener; exit 1 when unhealthy")
+    p = add("purge", cmd_purge, "purge history and 消除者 records past the retention period (150 years)")
+    p.add_argument("--dry-run", action="store_true", help="report what would be purged, change nothing")
+
+    audit = sub.add_parser("audit", help="audit log commands", description="audit log commands")
+    audit_sub = audit.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    p = add("verify", cmd_audit_verify, "verify the audit hash chain (edit, delete, reorder, truncation)", audit_sub)
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"jukics: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(args.func(config, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -137,3 +137,15 @@ def test_identity_from_peercert_reads_san_and_cn():
     assert ident.matches([KIZON]) == KIZON
     assert identity_from_peercert(None) is None
     assert PeerIdentity(dns_names=(), common_name="x").matches(["x"]) == "x"
+
+
+def test_openapi_documents_every_api_error_code():
+    from importlib import resources
+
+    import yaml
+
+    from jukics.api.errors import API_ERRORS
+
+    spec = yaml.safe_load(resources.files("jukics.api").joinpath("intake.yaml").read_text(encoding="utf-8"))
+    documented = set(spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
+    assert documented == set(API_ERRORS)

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Throwaway lab PKI for the jukics lab, molecule scenarios and tests. NEVER for a real site, never committed.
+#
+#   scripts/lab-pki.sh OUTDIR [CS_NAME...]
+#
+# Creates, in OUTDIR (EC P-256, 30 days):
+#   ca.crt / ca.key               lab CA ("jukics lab CA"): signs the CS server cert and the 既存住基 client cert
+#   cs.crt / cs.key               the CS intake server cert (serverAuth), SAN = DNS:localhost, IP:127.0.0.1 and each
+#                                 CS_NAME (a name that parses as an IP address becomes IP:, anything else DNS:)
+#   kizon.crt / kizon.key         the 既存住基 client cert (clientAuth), SAN = DNS:kizon.lab.jukics.example
+#   wrongname.crt / wrongname.key a client cert from the lab CA with an identity that is not on the allowlist
+#                                 (SAN = DNS:wrongname.lab.jukics.example): the TLS handshake succeeds, the app refuses
+#   stranger-ca.crt / .key        a second, unrelated CA
+#   stranger.crt / stranger.key   a client cert from the stranger CA, claiming the 既存住基 name: TLS must refuse it
+#
+# Idempotent: existing files are kept unless missing, expiring within a day, or (cs.crt) issued for other names.
+# Private keys are 0600, certificates 0644, the directory 0700.
+set -euo pipefail
+
+if [ $# -lt 1 ]; then
+  echo "usage: $0 OUTDIR [CS_NAME...]" >&2
+  exit 2
+fi
+out=$1
+shift
+days=30
+kizon_name=kizon.lab.jukics.example
+
+umask 077
+mkdir -p "$out"
+chmod 0700 "$out"
+cd "$out"
+
+# A file is fresh when it exists and stays valid for at least one more day.
+fresh() { [ -s "$1" ] && openssl x509 -in "$1" -noout -checkend 86400 >/dev/null 2>&1; }
+
+new_ca() { # name subject
+  if fresh "$1.crt" && [ -s "$1.key" ]; then return 1; fi
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc -keyout "$1.key" -out "$1.crt" \
+    -subj "$2" -days "$days" -sha256 \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  echo "created $out/$1.crt"
+}
+
+new_leaf() { # name ca subject san eku
+  local name=$1 ca=$2 subj=$3 san=$4 eku=$5
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$name.key"
+  openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr"
+  printf 'subjectAltName=%s\nextendedKeyUsage=%s\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n' \
+    "$san" "$eku" > "$name.ext"
+  openssl x509 -req -in "$name.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial -days "$days" -sha256 \
+    -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+  rm -f "$name.csr" "$name.ext"
+  printf '%s\n' "$san" > "$name.san"
+  echo "created $out/$name.crt ($san)"
+}
+
+# Reissue a leaf when it is missing, expiring, for other names, or no longer signed by its CA (CA recreated).
+leaf() { # name ca subject san eku
+  if fresh "$1.crt" && [ -s "$1.key" ] && [ "$(cat "$1.san" 2>/dev/null)" = "$4" ] \
+    && openssl verify -CAfile "$2.crt" "$1.crt" >/dev/null 2>&1; then
+    return 0
+  fi
+  new_leaf "$@"
+}
+
+san="DNS:localhost,IP:127.0.0.1"
+for n in "$@"; do
+  if python3 -c 'import ipaddress, sys; ipaddress.ip_address(sys.argv[1])' "$n" 2>/dev/null; then
+    san="$san,IP:$n"
+  else
+    san="$san,DNS:$n"
+  fi
+done
+
+new_ca ca "/O=jukics lab/CN=jukics lab CA" || true
+new_ca stranger-ca "/O=stranger/CN=stranger CA" || true
+leaf cs ca "/O=jukics lab/CN=${1:-localhost}" "$san" serverAuth
+leaf kizon ca "/O=jukics lab/CN=$kizon_name" "DNS:$kizon_name" clientAuth
+leaf wrongname ca "/O=jukics lab/CN=wrongname.lab.jukics.example" "DNS:wrongname.lab.jukics.example" clientAuth
+leaf stranger stranger-ca "/O=stranger/CN=$kizon_name" "DNS:$kizon_name" clientAuth
+chmod 0600 ./*.key
+chmod 0644 ./*.crt

@@ -1,1 +1,5 @@
-"""jukics.keystore."""
+"""jukics.keystore: the key-store interface (:mod:`.base`) and its backends (:mod:`.dev` for now)."""
+
+from jukics.keystore.base import KeyStore, KeyStoreError, open_keystore
+
+__all__ = ["KeyStore", "KeyStoreError", "open_keystore"]

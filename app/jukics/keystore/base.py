@@ -1,0 +1,120 @@
+"""The key-store interface: where the service gets its keys (SPEC §4 "Keys: the 耐タンパー装置").
+
+The seed's 耐タンパー装置 「通信時の相互認証及びデータの暗号化に必要な情報を保管管理する」 is a TPM in
+production. Whatever the backend, it holds ONE sealed 32-byte secret; every key the service uses is
+derived from it with HKDF-SHA256 under a fixed label, so the backends differ only in how that secret
+is kept (TPM-sealed blob vs. a development file) and in whether they can sign audit checkpoints.
+
+Stable interface (other modules code against this, not against a backend):
+
+- ``data_key()``: 32 bytes, AES-256-GCM key for personal data at rest (label ``jukics field-encryption v1``).
+- ``hmac_key()``: 32 bytes, HMAC key for the search hashes (label ``jukics search-hmac v1``).
+- ``audit_hmac_key()``: 32 bytes, HMAC key for the target ids in the audit log (label
+  ``jukics audit-hmac v1``). A separate key, so an exported audit log cannot be joined to the search
+  indexes of the database.
+- ``sign_checkpoint(digest)``: signature over a 32-byte SHA-256 digest, or ``None`` when the backend
+  cannot sign (development). ``checkpoint_public_key()``: the verifying key as DER
+  SubjectPublicKeyInfo (EC P-256 with ECDSA-SHA256 over the prehashed digest, or Ed25519), or ``None``.
+- ``is_production_safe``: False for any backend that keeps the secret in a plain file; the service
+  refuses to start with such a backend in production (see :func:`open_keystore`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Protocol, runtime_checkable
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+SECRET_BYTES: Final = 32
+LABEL_FIELD_ENCRYPTION: Final = "jukics field-encryption v1"
+LABEL_SEARCH_HMAC: Final = "jukics search-hmac v1"
+LABEL_AUDIT_HMAC: Final = "jukics audit-hmac v1"
+
+
+class KeyStoreError(Exception):
+    """The key store cannot be used. ``code`` is stable (E_KEYSTORE_*); the message names no key material."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+@runtime_checkable
+class KeyStore(Protocol):
+    """What the service needs from a key store. See the module docstring for the contract."""
+
+    is_production_safe: bool
+
+    def data_key(self) -> bytes: ...
+
+    def hmac_key(self) -> bytes: ...
+
+    def audit_hmac_key(self) -> bytes: ...
+
+    def sign_checkpoint(self, digest: bytes) -> bytes | None: ...
+
+    def checkpoint_public_key(self) -> bytes | None: ...
+
+
+def derive_subkey(secret: bytes, label: str) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of the sealed secret: 32 bytes bound to ``label``."""
+    if len(secret) != SECRET_BYTES:
+        raise KeyStoreError("E_KEYSTORE_CORRUPT", f"the sealed secret must be {SECRET_BYTES} bytes")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label.encode("ascii")).derive(secret)
+
+
+class DerivedKeysMixin:
+    """Implements the three derived keys from ``self._secret()``; derivations are cached."""
+
+    _derived: dict[str, bytes]
+
+    def _secret(self) -> bytes:
+        raise NotImplementedError
+
+    def _subkey(self, label: str) -> bytes:
+        cache = self.__dict__.setdefault("_derived", {})
+        if label not in cache:
+            cache[label] = derive_subkey(self._secret(), label)
+        return cache[label]
+
+    def data_key(self) -> bytes:
+        return self._subkey(LABEL_FIELD_ENCRYPTION)
+
+    def hmac_key(self) -> bytes:
+        return self._subkey(LABEL_SEARCH_HMAC)
+
+    def audit_hmac_key(self) -> bytes:
+        return self._subkey(LABEL_AUDIT_HMAC)
+
+
+def open_keystore(config_section: Mapping[str, Any], *, production: bool = False) -> KeyStore:
+    """Build the key store named by the ``[keystore]`` section of the service configuration.
+
+    ``backend = "dev"`` with ``dev_secret_file = "/path"``: :class:`jukics.keystore.dev.DevKeyStore`.
+    ``backend = "tpm"``: not available yet (raises ``E_KEYSTORE_UNAVAILABLE``).
+    With ``production=True`` a backend that is not production-safe is refused
+    (``E_KEYSTORE_NOT_PRODUCTION_SAFE``), in addition to the check of :mod:`jukics.config`.
+    """
+    backend = config_section.get("backend")
+    if backend == "tpm":
+        raise KeyStoreError(
+            "E_KEYSTORE_UNAVAILABLE",
+            "the TPM key store is not implemented in this version; use backend 'dev' outside production",
+        )
+    if backend != "dev":
+        raise KeyStoreError("E_KEYSTORE_CONFIG", "keystore.backend must be 'dev' or 'tpm'")
+    path = config_section.get("dev_secret_file")
+    if not isinstance(path, str) or not path:
+        raise KeyStoreError("E_KEYSTORE_CONFIG", "keystore.dev_secret_file is required for the dev backend")
+    from jukics.keystore.dev import DevKeyStore
+
+    store = DevKeyStore(path)
+    if production and not store.is_production_safe:
+        raise KeyStoreError(
+            "E_KEYSTORE_NOT_PRODUCTION_SAFE",
+            "the dev key store keeps its secret in a plain file and is refused in production",
+        )
+    return store

@@ -1,0 +1,745 @@
+"""ResidentStore: the 本人確認情報ファイル (current + history), the outbox, idempotency, audit.
+
+``apply_batch`` semantics (SPEC §3, §6 "nothing lost or half-written"):
+
+1. **Prepare** (no lock held): each item is checked for shape, its record is serialised and
+   encrypted, its search hashes and outbox messages computed. An item that fails here is refused
+   (``E_BAD_UPDATE``) and contributes nothing.
+2. **Decide and write** in ONE write transaction: the state of every resident, request id and
+   個人番号 of the batch is read with one bulk SELECT each, then the items are decided in order
+   against that state (updated in memory as items apply, so two updates of one resident in one batch
+   are sequenced correctly), and everything is written with one ``executemany`` per table: new
+   versions, the current index, applied request ids, the outbox messages for both links and one audit
+   record per item (refused ones included).
+3. If anything fails while writing, the whole transaction rolls back: no item of the batch is
+   written, every item reports ``E_STORE_ERROR`` (retry the batch), and the failure is appended to
+   the audit chain in a separate transaction. Items never leave partial rows.
+
+Per item, in order (first match wins):
+
+- request id (依頼管理番号) already applied with the same content: ``duplicate`` with the original
+  version; nothing is written (a retried batch creates nothing twice). Same id, other content:
+  refused ``E_REQUEST_ID_REUSED``.
+- same 更新順番号 as the current version and the same content (re-sent under a new request id):
+  ``duplicate``.
+- 更新順番号 not exactly current + 1: refused ``E_SEQ_STALE`` (≤ current) or ``E_SEQ_GAP`` (> current + 1).
+  Out-of-order updates are refused, never applied out of order; the sender re-sends in order.
+- kind/state: ``create`` of an existing non-消除 resident ``E_ALREADY_RESIDENT``; ``change``/``delete``
+  of an unknown resident ``E_NOT_FOUND``, of a 消除者 ``E_ALREADY_DELETED``; any update of a record
+  with 更新禁止フラグ ``E_UPDATE_LOCKED``.
+- a 個人番号 that belongs to another living resident: ``E_MY_NUMBER_CONFLICT``.
+- otherwise ``applied``: a new version (the old one stays untouched as history), the current index
+  moved to it, an F2 message (exactly :data:`jukics.domain.fields.F2_ITEMS`) for the link
+  ``prefecture`` and a 附票 message (:data:`~jukics.domain.fields.FUHYO_ITEMS`, never 個人番号) for
+  the link ``fuhyo``, each with the next per-link sequence number, encrypted.
+
+Records come back as plain dicts keyed by :mod:`jukics.domain.fields` names (JSON types: dates as ISO
+strings) plus ``record_status`` (``current``, ``deleted`` (消除) or ``history``) and ``timestamp``.
+Messages (``ItemResult.message``, logs) never contain personal data.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+
+from jukics.audit.chain import AuditEvent, AuditLog
+from jukics.domain import fields
+from jukics.keystore.base import KeyStore
+from jukics.store.clock import Clock, iso_utc, utc_now
+from jukics.store.crypto import FieldCipher, SearchHasher
+from jukics.store.db import write_transaction
+from jukics.store.normalise import normalise, seion
+from jukics.store.schema import (
+    applied_requests,
+    outbox,
+    outbox_head,
+    resident_versions,
+    residents_current,
+)
+
+log = logging.getLogger("jukics.store")
+
+KINDS: Final = ("create", "change", "delete")
+META_FIELDS: Final = ("request_id", "operator_id", "terminal_id", "update_seq")
+#: Link name -> items of its message. 附票 never carries 個人番号 (seed 004).
+LINK_ITEMS: Final[dict[str, tuple[str, ...]]] = {"prefecture": fields.F2_ITEMS, "fuhyo": fields.FUHYO_ITEMS}
+_CHUNK: Final = 500  # IN-list size per SELECT (well under SQLite's variable limit)
+_DERIVED: Final = frozenset({"timestamp", "record_status"})
+
+# Stable codes.
+E_BAD_UPDATE: Final = "E_BAD_UPDATE"
+E_REQUEST_ID_REUSED: Final = "E_REQUEST_ID_REUSED"
+E_SEQ_STALE: Final = "E_SEQ_STALE"
+E_SEQ_GAP: Final = "E_SEQ_GAP"
+E_ALREADY_RESIDENT: Final = "E_ALREADY_RESIDENT"
+E_NOT_FOUND: Final = "E_NOT_FOUND"
+E_ALREADY_DELETED: Final = "E_ALREADY_DELETED"
+E_UPDATE_LOCKED: Final = "E_UPDATE_LOCKED"
+E_MY_NUMBER_CONFLICT: Final = "E_MY_NUMBER_CONFLICT"
+E_STORE_ERROR: Final = "E_STORE_ERROR"
+
+MESSAGES: Final[dict[str, str]] = {
+    E_REQUEST_ID_REUSED: "this 依頼管理番号 was already applied with different content",
+    E_SEQ_STALE: "更新順番号 is not newer than the stored record",
+    E_SEQ_GAP: "更新順番号 skips ahead of the stored record; send the missing updates first",
+    E_ALREADY_RESIDENT: "a create for a resident who already has a current record",
+    E_NOT_FOUND: "no record for this 住民票コード",
+    E_ALREADY_DELETED: "the record is 消除 (deleted)",
+    E_UPDATE_LOCKED: "the record has 更新禁止フラグ set",
+    E_MY_NUMBER_CONFLICT: "this 個人番号 belongs to another current resident",
+    E_STORE_ERROR: "the batch could not be stored and was rolled back; nothing was written, retry it",
+}
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """Outcome of one update. ``status``: applied | duplicate | refused | error."""
+
+    index: int
+    request_id: str | None
+    status: str
+    code: str | None = None
+    version: int | None = None
+    message: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "request_id": self.request_id,
+            "status": self.status,
+            "code": self.code,
+            "version": self.version,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    link: str
+    seq: int
+    message_id: str
+    kind: str
+    created_at: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class _Prepared:
+    index: int
+    kind: str
+    code: str
+    code_hash: bytes
+    request_id: str
+    operator_id: str
+    terminal_id: str
+    update_seq: int
+    digest: bytes
+    record_ct: bytes
+    hashes: dict[str, bytes | None]
+    update_locked: bool
+    change_reason: str | None
+    changed_on: str | None
+    messages: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    version_id: int
+    version: int
+    update_seq: int
+    status: str
+    update_locked: bool
+    content_digest: bytes
+    my_number_hash: bytes | None
+    in_db: bool
+
+
+def _get(obj: Any, name: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, _dt.date | _dt.datetime):
+        return value.isoformat()
+    raise TypeError("value is not JSON serialisable")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+class _BadUpdate(Exception):
+    pass
+
+
+cur = residents_current.c
+ver = resident_versions.c
+
+_CURRENT_STATE = select(
+    cur.code_hash,
+    cur.version_id,
+    cur.version,
+    cur.update_seq,
+    cur.status,
+    cur.update_locked,
+    cur.content_digest,
+    cur.my_number_hash,
+).where(cur.code_hash.in_(bindparam("hashes", expanding=True)))
+_APPLIED = select(applied_requests).where(
+    applied_requests.c.request_id.in_(bindparam("ids", expanding=True))
+)
+_OWNERS = select(cur.code_hash, cur.my_number_hash).where(
+    cur.my_number_hash.in_(bindparam("hashes", expanding=True)), cur.status == "current"
+)
+_MAX_VERSION_ID = select(func.max(ver.id))
+_CURRENT_COLUMNS: Final = (
+    "version_id",
+    "version",
+    "update_seq",
+    "status",
+    "update_locked",
+    "content_digest",
+    "my_number_hash",
+    "name_seion_hash",
+    "name_kanji_hash",
+    "birth_date_hash",
+    "address_hash",
+    "updated_at",
+    "deleted_at",
+)
+_UPDATE_CURRENT = (
+    update(residents_current)
+    .where(cur.code_hash == bindparam("k_code_hash"))
+    .values({name: bindparam("k_" + name) for name in _CURRENT_COLUMNS})
+)
+_READ_COLUMNS = (cur.code_hash, cur.status, ver.update_seq, ver.recorded_at, ver.record_ct)
+_JOINED = residents_current.join(resident_versions, ver.id == cur.version_id)
+_BY_CODE_HASH = select(*_READ_COLUMNS).select_from(_JOINED).where(cur.code_hash == bindparam("h"))
+_BY_CODE_HASHES = (
+    select(*_READ_COLUMNS).select_from(_JOINED).where(cur.code_hash.in_(bindparam("hashes", expanding=True)))
+)
+_BY_MY_NUMBER = select(*_READ_COLUMNS).select_from(_JOINED).where(cur.my_number_hash == bindparam("h"))
+_BY_NAME_AND_BIRTH = (
+    select(*_READ_COLUMNS)
+    .select_from(_JOINED)
+    .where(cur.name_seion_hash == bindparam("n"), cur.birth_date_hash == bindparam("b"))
+)
+_BY_NAME_AND_ADDRESS = (
+    select(*_READ_COLUMNS)
+    .select_from(_JOINED)
+    .where(cur.name_seion_hash == bindparam("n"), cur.address_hash == bindparam("a"))
+)
+_CURRENT_POINTER = select(cur.version_id).where(cur.code_hash == bindparam("h"))
+_VERSION_BY_ID = select(
+    ver.id, ver.prev_id, ver.code_hash, ver.update_seq, ver.recorded_at, ver.record_ct, ver.status
+).where(ver.id == bindparam("id"))
+
+
+class ResidentStore:
+    """The resident store. Build it with :meth:`from_keystore` in the service.
+
+    ``cipher`` encrypts records and messages, ``hasher`` makes the search hashes, ``clock`` returns
+    aware datetimes (injected in tests). ``audit`` is the audit chain the store appends to; when
+    omitted, one is built from ``hasher``; the service passes one keyed with the audit HMAC key.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        cipher: FieldCipher,
+        hasher: SearchHasher,
+        clock: Clock = utc_now,
+        *,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.engine = engine
+        self.cipher = cipher
+        self.hasher = hasher
+        self.clock = clock
+        self.audit = audit if audit is not None else AuditLog(engine, hasher, clock)
+
+    @classmethod
+    def from_keystore(cls, engine: Engine, keystore: KeyStore, clock: Clock = utc_now) -> ResidentStore:
+        return cls(
+            engine,
+            FieldCipher(keystore.data_key()),
+            SearchHasher(keystore.hmac_key()),
+            clock,
+            audit=AuditLog.from_keystore(engine, keystore, clock),
+        )
+
+    # ---- hashing -------------------------------------------------------------------------------
+
+    def code_hash(self, juminhyo_code: str) -> bytes:
+        return self.hasher.digest("juminhyo_code", normalise("juminhyo_code", juminhyo_code))
+
+    def _hash(self, name: str, value: Any) -> bytes | None:
+        if value is None or value == "":
+            return None
+        return self.hasher.digest(name, normalise(name, value))
+
+    def _search_hashes(self, record: Mapping[str, Any]) -> dict[str, bytes | None]:
+        seion_name = record.get("name_kana_seion") or record.get("name_kana")
+        return {
+            "my_number_hash": self._hash("my_number", record.get("my_number")),
+            "name_seion_hash": self._hash("name_kana_seion", seion(str(seion_name)) if seion_name else None),
+            "name_kanji_hash": self._hash("name_kanji", record.get("name_kanji")),
+            "birth_date_hash": self._hash("birth_date", record.get("birth_date")),
+            "address_hash": self._hash("address", record.get("address")),
+        }
+
+    # ---- intake --------------------------------------------------------------------------------
+
+    def _prepare(self, index: int, update_: Any) -> _Prepared:
+        kind = _get(update_, "kind")
+        if kind not in KINDS:
+            raise _BadUpdate("kind must be create, change or delete")
+        record = _get(update_, "record")
+        if not isinstance(record, Mapping):
+            raise _BadUpdate("record must be an object")
+        meta = _get(update_, "meta") or {}
+        code = _get(update_, "juminhyo_code") or record.get("juminhyo_code")
+        if not isinstance(code, str) or not code:
+            raise _BadUpdate("juminhyo_code is missing")
+        if record.get("juminhyo_code") not in (None, code):
+            raise _BadUpdate("record.juminhyo_code differs from the update's juminhyo_code")
+        unknown = set(record) - set(fields.LABELS)
+        if unknown:
+            raise _BadUpdate(f"{len(unknown)} unknown field name(s) in the record")
+        values: dict[str, Any] = {}
+        for name in META_FIELDS:
+            values[name] = _get(meta, name) if _get(meta, name) is not None else record.get(name)
+        for name in ("request_id", "operator_id", "terminal_id"):
+            if not isinstance(values[name], str) or not values[name]:
+                raise _BadUpdate(f"{name} ({fields.LABELS[name]}) is missing")
+        if len(values["request_id"]) > 64:
+            raise _BadUpdate("request_id is longer than 64 characters")
+        seq = values["update_seq"]
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise _BadUpdate("update_seq (更新順番号) must be a non-negative integer")
+
+        content = {k: v for k, v in record.items() if k not in META_FIELDS and k not in _DERIVED}
+        content["juminhyo_code"] = code
+        try:
+            digest = self.hasher.digest("request-content", _dumps([kind, seq, content]))
+            stored = dict(content, **values)
+            code_hash = self.code_hash(code)
+            record_ct = self.cipher.encrypt(code_hash.hex(), "record", _dumps(stored), version=seq)
+            prepared = _Prepared(
+                index=index,
+                kind=kind,
+                code=code,
+                code_hash=code_hash,
+                request_id=values["request_id"],
+                operator_id=values["operator_id"],
+                terminal_id=values["terminal_id"],
+                update_seq=seq,
+                digest=digest,
+                record_ct=record_ct,
+                hashes=self._search_hashes(content),
+                update_locked=bool(content.get("update_locked")),
+                change_reason=None if content.get("change_reason") is None else str(content["change_reason"])[:32],
+                changed_on=None if content.get("changed_on") is None else str(content["changed_on"])[:10],
+            )
+            for link, items in LINK_ITEMS.items():
+                message_id = uuid.uuid4().hex
+                payload = _dumps({item: content.get(item) for item in items})
+                ct = self.cipher.encrypt(f"outbox/{link}/{message_id}", "payload", payload)
+                prepared.messages[link] = (message_id, ct)
+        except (TypeError, ValueError):
+            raise _BadUpdate("the record holds a value that cannot be stored (not JSON data)") from None
+        return prepared
+
+    def apply_batch(self, updates: Sequence[Any], *, actor: str, terminal: str) -> list[ItemResult]:
+        """Apply a batch of updates (create/change/delete) in order; one result per item, same order.
+
+        Each update has ``kind``, ``juminhyo_code``, ``record`` (the full new record, keyed by field
+        names) and ``meta`` (``request_id``, ``operator_id``, ``terminal_id``, ``update_seq``), as
+        attributes or mapping keys. ``actor``/``terminal`` identify the caller for the audit chain
+        (e.g. the 既存住基 client certificate and its host). See the module docstring for semantics.
+        """
+        results: dict[int, ItemResult] = {}
+        prepared: list[_Prepared] = []
+        refused_events: dict[int, AuditEvent] = {}
+        for index, update_ in enumerate(updates):
+            try:
+                prepared.append(self._prepare(index, update_))
+            except _BadUpdate as exc:
+                request_id = _get(_get(update_, "meta") or {}, "request_id")
+                rid = request_id if isinstance(request_id, str) else None
+                results[index] = ItemResult(index, rid, "refused", E_BAD_UPDATE, None, str(exc))
+                code = _get(update_, "juminhyo_code")
+                refused_events[index] = AuditEvent(
+                    actor=actor,
+                    terminal=terminal,
+                    action=f"intake.{_get(update_, 'kind') if _get(update_, 'kind') in KINDS else 'invalid'}",
+                    purpose="F1",
+                    query={"request_id": rid},
+                    targets=[code] if isinstance(code, str) and code else [],
+                    outcome="refused",
+                    code=E_BAD_UPDATE,
+                )
+        try:
+            with write_transaction(self.engine) as conn:
+                decided, events = self._decide_and_write(conn, prepared, actor, terminal, refused_events)
+            results.update(decided)
+        except Exception as exc:  # any failure: the transaction rolled back; report, audit, go on
+            log.error("intake batch of %d rolled back (%s); nothing written", len(updates), type(exc).__name__)
+            for p in prepared:
+                results[p.index] = ItemResult(
+                    p.index, p.request_id, "error", E_STORE_ERROR, None, MESSAGES[E_STORE_ERROR]
+                )
+            events = [refused_events[i] for i in sorted(refused_events)] + [
+                self._event(p, actor, terminal, "error", E_STORE_ERROR, 0) for p in prepared
+            ]
+            try:
+                self.audit.append_many(events)
+            except Exception as audit_exc:
+                log.critical("audit append failed after a rolled-back batch (%s)", type(audit_exc).__name__)
+        out = [results[i] for i in range(len(updates))]
+        counts = {s: sum(1 for r in out if r.status == s) for s in ("applied", "duplicate", "refused", "error")}
+        log.info("intake batch: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
+        return out
+
+    @staticmethod
+    def _event(p: _Prepared, actor: str, terminal: str, outcome: str, code: str | None, count: int) -> AuditEvent:
+        return AuditEvent(
+            actor=actor,
+            terminal=terminal,
+            action=f"intake.{p.kind}",
+            purpose="F1",
+            query={
+                "request_id": p.request_id,
+                "update_seq": p.update_seq,
+                "operator_id": p.operator_id,
+                "terminal_id": p.terminal_id,
+                "change_reason": p.change_reason,
+            },
+            targets=[p.code],
+            result_count=count,
+            outcome=outcome,
+            code=code,
+        )
+
+    def _load_states(self, conn: Connection, prepared: list[_Prepared]) -> dict[bytes, _State]:
+        states: dict[bytes, _State] = {}
+        hashes = list({p.code_hash for p in prepared})
+        for chunk in _chunks(hashes):
+            for r in conn.execute(_CURRENT_STATE, {"hashes": list(chunk)}):
+                states[bytes(r.code_hash)] = _State(
+                    version_id=int(r.version_id),
+                    version=int(r.version),
+                    update_seq=int(r.update_seq),
+                    status=r.status,
+                    update_locked=bool(r.update_locked),
+                    content_digest=bytes(r.content_digest),
+                    my_number_hash=bytes(r.my_number_hash) if r.my_number_hash is not None else None,
+                    in_db=True,
+                )
+        return states
+
+    def _decide_and_write(
+        self,
+        conn: Connection,
+        prepared: list[_Prepared],
+        actor: str,
+        terminal: str,
+        refused_events: dict[int, AuditEvent],
+    ) -> tuple[dict[int, ItemResult], list[AuditEvent]]:
+        AuditLog.lock_head(conn)  # PostgreSQL: serialise writers first, before reading any state
+        now = iso_utc(self.clock())
+        states = self._load_states(conn, prepared)
+        applied: dict[str, tuple[bytes, int]] = {}
+        for chunk in _chunks(list({p.request_id for p in prepared})):
+            for r in conn.execute(_APPLIED, {"ids": list(chunk)}):
+                applied[r.request_id] = (bytes(r.digest), int(r.version))
+        owners: dict[bytes, set[bytes]] = {}
+        numbers = list({h for p in prepared if (h := p.hashes["my_number_hash"]) is not None})
+        for chunk in _chunks(numbers):
+            for r in conn.execute(_OWNERS, {"hashes": list(chunk)}):
+                owners.setdefault(bytes(r.my_number_hash), set()).add(bytes(r.code_hash))
+        next_id = (conn.execute(_MAX_VERSION_ID).scalar() or 0) + 1
+        heads = {r.link: int(r.last_seq) for r in conn.execute(select(outbox_head.c.link, outbox_head.c.last_seq))}
+
+        results: dict[int, ItemResult] = {}
+        events: dict[int, AuditEvent] = dict(refused_events)
+        version_rows: list[dict[str, Any]] = []
+        current_rows: dict[bytes, dict[str, Any]] = {}
+        applied_rows: list[dict[str, Any]] = []
+        outbox_rows: list[dict[str, Any]] = []
+
+        for p in prepared:
+            state = states.get(p.code_hash)
+            code = self._refusal(p, state, applied, owners)
+            if code == "duplicate":
+                version = applied[p.request_id][1] if p.request_id in applied else state.version if state else None
+                results[p.index] = ItemResult(p.index, p.request_id, "duplicate", None, version, "already applied")
+                events[p.index] = self._event(p, actor, terminal, "ok", "I_DUPLICATE", 0)
+                continue
+            if code is not None:
+                results[p.index] = ItemResult(p.index, p.request_id, "refused", code, None, MESSAGES[code])
+                events[p.index] = self._event(p, actor, terminal, "refused", code, 0)
+                continue
+
+            version = state.version + 1 if state else 1
+            status = "deleted" if p.kind == "delete" else "current"
+            version_rows.append(
+                {
+                    "id": next_id,
+                    "code_hash": p.code_hash,
+                    "version": version,
+                    "prev_id": state.version_id if state else None,
+                    "kind": p.kind,
+                    "status": status,
+                    "update_seq": p.update_seq,
+                    "change_reason": p.change_reason,
+                    "changed_on": p.changed_on,
+                    "recorded_at": now,
+                    "record_ct": p.record_ct,
+                }
+            )
+            current_rows[p.code_hash] = {
+                "code_hash": p.code_hash,
+                "version_id": next_id,
+                "version": version,
+                "update_seq": p.update_seq,
+                "status": status,
+                "update_locked": p.update_locked,
+                "content_digest": p.digest,
+                "updated_at": now,
+                "deleted_at": now if status == "deleted" else None,
+                **p.hashes,
+            }
+            applied_rows.append(
+                {
+                    "request_id": p.request_id,
+                    "code_hash": p.code_hash,
+                    "version": version,
+                    "update_seq": p.update_seq,
+                    "digest": p.digest,
+                    "applied_at": now,
+                }
+            )
+            for link, (message_id, ct) in p.messages.items():
+                heads[link] += 1
+                outbox_rows.append(
+                    {
+                        "link": link,
+                        "seq": heads[link],
+                        "message_id": message_id,
+                        "kind": p.kind,
+                        "created_at": now,
+                        "payload_ct": ct,
+                    }
+                )
+            # The in-memory state moves on, so later items of this batch see this one.
+            old_number = state.my_number_hash if state else None
+            if old_number is not None and old_number in owners:
+                owners[old_number].discard(p.code_hash)
+            new_number = p.hashes["my_number_hash"]
+            if status == "current" and new_number is not None:
+                owners.setdefault(new_number, set()).add(p.code_hash)
+            states[p.code_hash] = _State(
+                version_id=next_id,
+                version=version,
+                update_seq=p.update_seq,
+                status=status,
+                update_locked=p.update_locked,
+                content_digest=p.digest,
+                my_number_hash=new_number,
+                in_db=state.in_db if state else False,
+            )
+            applied[p.request_id] = (p.digest, version)
+            next_id += 1
+            results[p.index] = ItemResult(p.index, p.request_id, "applied", None, version, "")
+            events[p.index] = self._event(p, actor, terminal, "ok", None, 1)
+
+        if version_rows:
+            conn.execute(insert(resident_versions), version_rows)
+            inserts = [row for h, row in current_rows.items() if not states[h].in_db]
+            updates = [{"k_" + k: v for k, v in row.items()} for h, row in current_rows.items() if states[h].in_db]
+            if inserts:
+                conn.execute(insert(residents_current), inserts)
+            if updates:
+                conn.execute(_UPDATE_CURRENT, updates)
+            conn.execute(insert(applied_requests), applied_rows)
+            conn.execute(insert(outbox), outbox_rows)
+            for link in {row["link"] for row in outbox_rows}:
+                conn.execute(update(outbox_head).where(outbox_head.c.link == link).values(last_seq=heads[link]))
+        ordered = [events[i] for i in sorted(events)]
+        self.audit.append_many(ordered, conn)
+        return results, ordered
+
+    @staticmethod
+    def _refusal(
+        p: _Prepared,
+        state: _State | None,
+        applied: Mapping[str, tuple[bytes, int]],
+        owners: Mapping[bytes, set[bytes]],
+    ) -> str | None:
+        if p.request_id in applied:
+            return "duplicate" if applied[p.request_id][0] == p.digest else E_REQUEST_ID_REUSED
+        if state is not None:
+            if p.update_seq == state.update_seq and p.digest == state.content_digest:
+                return "duplicate"
+            if p.update_seq <= state.update_seq:
+                return E_SEQ_STALE
+            if p.update_seq > state.update_seq + 1:
+                return E_SEQ_GAP
+            if state.update_locked:
+                return E_UPDATE_LOCKED
+        if p.kind == "create":
+            if state is not None and state.status == "current":
+                return E_ALREADY_RESIDENT
+        elif state is None:
+            return E_NOT_FOUND
+        elif state.status == "deleted":
+            return E_ALREADY_DELETED
+        number = p.hashes["my_number_hash"]
+        if p.kind != "delete" and number is not None and owners.get(number, set()) - {p.code_hash}:
+            return E_MY_NUMBER_CONFLICT
+        return None
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def _decode(self, code_hash: bytes, update_seq: int, record_ct: bytes, status: str, recorded_at: str) -> dict:
+        record = json.loads(self.cipher.decrypt(code_hash.hex(), "record", record_ct, version=int(update_seq)))
+        record["record_status"] = status
+        record["timestamp"] = recorded_at
+        return record
+
+    def _decode_row(self, row: Any) -> dict:
+        return self._decode(bytes(row.code_hash), row.update_seq, bytes(row.record_ct), row.status, row.recorded_at)
+
+    def get_current(self, juminhyo_code: str) -> dict | None:
+        """The newest version of a resident's record (also for a 消除者: ``record_status == 'deleted'``)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_BY_CODE_HASH, {"h": self.code_hash(juminhyo_code)}).first()
+        return self._decode_row(row) if row is not None else None
+
+    def get_current_many(self, juminhyo_codes: Iterable[str]) -> dict[str, dict]:
+        """{住民票コード: record} for those of ``juminhyo_codes`` that have a record (one query per 500)."""
+        by_hash = {self.code_hash(c): c for c in juminhyo_codes}
+        found: dict[str, dict] = {}
+        keys = list(by_hash)
+        with self.engine.connect() as conn:
+            for chunk in _chunks(keys):
+                for row in conn.execute(_BY_CODE_HASHES, {"hashes": list(chunk)}):
+                    found[by_hash[bytes(row.code_hash)]] = self._decode_row(row)
+        return found
+
+    def get_history(self, juminhyo_code: str, *, include_current: bool = False) -> list[dict]:
+        """Earlier versions, oldest first, each with ``record_status == 'history'`` (plus the current one)."""
+        code_hash = self.code_hash(juminhyo_code)
+        versions: list[dict] = []
+        with self.engine.connect() as conn:
+            pointer = conn.execute(_CURRENT_POINTER, {"h": code_hash}).scalar()
+            first = True
+            while pointer is not None:
+                row = conn.execute(_VERSION_BY_ID, {"id": pointer}).first()
+                if row is None:
+                    break  # older versions were purged (retention)
+                status = row.status if first else "history"
+                if include_current or not first:
+                    blob = bytes(row.record_ct)
+                    versions.append(self._decode(bytes(row.code_hash), row.update_seq, blob, status, row.recorded_at))
+                pointer = row.prev_id
+                first = False
+        versions.reverse()
+        return versions
+
+    def _find(self, stmt: Any, params: dict[str, Any]) -> list[dict]:
+        if any(v is None for v in params.values()):
+            return []
+        with self.engine.connect() as conn:
+            return [self._decode_row(row) for row in conn.execute(stmt, params)]
+
+    def find_by_my_number(self, my_number: str) -> list[dict]:
+        """Records (current and 消除) whose 個人番号 matches, via its keyed hash."""
+        return self._find(_BY_MY_NUMBER, {"h": self._hash("my_number", my_number)})
+
+    def find_by_name_and_birth_date(self, name_kana: str, birth_date: str) -> list[dict]:
+        """Search by かな氏名 (清音化 applied here) + 生年月日, via keyed hashes."""
+        return self._find(
+            _BY_NAME_AND_BIRTH,
+            {"n": self._hash("name_kana_seion", seion(name_kana)), "b": self._hash("birth_date", birth_date)},
+        )
+
+    def find_by_name_and_address(self, name_kana: str, address: str) -> list[dict]:
+        """Search by かな氏名 (清音化 applied here) + 住所, via keyed hashes."""
+        return self._find(
+            _BY_NAME_AND_ADDRESS,
+            {"n": self._hash("name_kana_seion", seion(name_kana)), "a": self._hash("address", address)},
+        )
+
+    def stats(self) -> dict[str, int]:
+        """Aggregate counts only (「個人に着目した分析・統計は行わず」)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cur.status, func.count()).group_by(cur.status)).tuples().all()
+            by_status: dict[str, int] = dict(rows)
+            versions = conn.execute(select(func.count()).select_from(resident_versions)).scalar() or 0
+        return {
+            "residents": int(by_status.get("current", 0)),
+            "deleted": int(by_status.get("deleted", 0)),
+            "versions": int(versions),
+        }
+
+    # ---- outbox (read by the link worker) ------------------------------------------------------
+
+    def outbox_pending(self, link: str, *, limit: int = 100) -> list[OutboxMessage]:
+        """Messages of ``link`` after the acknowledged sequence, in order, decrypted."""
+        with self.engine.connect() as conn:
+            acked = conn.execute(select(outbox_head.c.acked_seq).where(outbox_head.c.link == link)).scalar()
+            if acked is None:
+                raise KeyError(f"unknown link {link!r}")
+            rows = conn.execute(
+                select(outbox).where(outbox.c.link == link, outbox.c.seq > acked).order_by(outbox.c.seq).limit(limit)
+            ).all()
+        return [
+            OutboxMessage(
+                link=r.link,
+                seq=int(r.seq),
+                message_id=r.message_id,
+                kind=r.kind,
+                created_at=r.created_at,
+                payload=json.loads(
+                    self.cipher.decrypt(f"outbox/{link}/{r.message_id}", "payload", bytes(r.payload_ct))
+                ),
+            )
+            for r in rows
+        ]
+
+    def outbox_ack(self, link: str, seq: int) -> int:
+        """Mark ``link`` delivered up to ``seq`` and delete those messages (they hold personal data).
+
+        Returns the number of messages deleted. Acknowledging backwards is a no-op.
+        """
+        with write_transaction(self.engine) as conn:
+            acked = conn.execute(
+                select(outbox_head.c.acked_seq).where(outbox_head.c.link == link).with_for_update()
+            ).scalar()
+            if acked is None:
+                raise KeyError(f"unknown link {link!r}")
+            last = conn.execute(select(outbox_head.c.last_seq).where(outbox_head.c.link == link)).scalar_one()
+            if seq > last:
+                raise ValueError(f"cannot acknowledge seq {seq} of {link}: the last message is {last}")
+            if seq <= acked:
+                return 0
+            conn.execute(update(outbox_head).where(outbox_head.c.link == link).values(acked_seq=seq))
+            result = conn.execute(outbox.delete().where(outbox.c.link == link, outbox.c.seq <= seq))
+            return int(result.rowcount or 0)

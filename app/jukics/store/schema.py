@@ -1,0 +1,218 @@
+"""The database schema (SQLAlchemy Core). Alembic migrations under ``migrations/`` create it.
+
+Design: the write path decides intake throughput (limits-notes §1: on SQLite each random-key B-tree
+dirties ~1 leaf page per inserted row, and that page traffic bounds ingest). Per accepted update:
+
+============================  ==========================================  ===========================
+table                         key                                          random B-tree writes
+============================  ==========================================  ===========================
+``resident_versions``         ``id``, assigned in order (rowid)            0 (appends at the right edge)
+``ix_..._recorded_at``        time, monotonic                              0 (appends)
+``residents_current``         ``code_hash`` (WITHOUT ROWID)                1
+``ix_current_my_number``      HMAC of 個人番号 (only when it changes)        1 on create, else 0
+``ix_current_name_seion``     HMAC of 清音化かな氏名 (when it changes)         1 on create, else 0
+``applied_requests``          ``request_id`` (依頼管理番号)                   0 if monotonic, else 1
+``outbox``                    ``(link, seq)``                              0 (two append points)
+``audit_log``                 ``seq``                                      0 (appends)
+============================  ==========================================  ===========================
+
+So a new resident costs 3 random B-tree inserts (4 with random request ids) and a change of a
+resident costs 1, against the 2-index table limits-notes measured at ~9.5k rows/s at 1M rows.
+
+Immutability: ``resident_versions`` holds every version of every record, written once and never
+updated (a trigger refuses UPDATE). ``residents_current`` is only the index of the newest version
+(hashes, sequence, status, pointer); a change inserts a new version and moves the pointer, so the old
+version becomes history without being copied or touched. History is reached by following
+``prev_id`` (no per-resident index on the versions table, which would be one more random B-tree).
+``prev_id`` is deliberately not a foreign key: the retention purge removes old versions and leaves
+the pointer of the next version dangling, which ends the walk.
+
+Personal data: the whole record of a version is one AES-256-GCM value (``record_ct``, record id =
+``code_hash`` hex, field ``record``, version = 更新順番号); one encryption per record keeps the
+crypto cost at ~3 µs per record and the nonce count low. In clear only: status, kind, 異動事由,
+異動年月日, sequence numbers and timestamps. Search is by keyed hashes only (16-byte HMAC, see
+:mod:`jukics.store.crypto`); no index holds plaintext.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+NAMING: Final = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+# INTEGER PRIMARY KEY on SQLite is the rowid (no separate index); BIGINT elsewhere.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+Hash16 = LargeBinary(16)
+Hash32 = LargeBinary(32)
+Timestamp = String(27)  # YYYY-MM-DDTHH:MM:SS.ffffffZ (jukics.store.clock.iso_utc)
+
+LINKS: Final = ("prefecture", "fuhyo")
+
+resident_versions = Table(
+    "resident_versions",
+    metadata,
+    Column("id", RowId, nullable=False, autoincrement=False),
+    Column("code_hash", Hash16, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("prev_id", RowId, nullable=True),
+    Column("kind", String(8), nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("update_seq", BigInteger, nullable=False),
+    Column("change_reason", String(32), nullable=True),
+    Column("changed_on", String(10), nullable=True),
+    Column("recorded_at", Timestamp, nullable=False),
+    Column("record_ct", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("kind IN ('create', 'change', 'delete')", name="kind"),
+    CheckConstraint("status IN ('current', 'deleted')", name="status"),
+    Index(None, "recorded_at"),
+)
+
+residents_current = Table(
+    "residents_current",
+    metadata,
+    Column("code_hash", Hash16, nullable=False),
+    Column("version_id", RowId, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("update_seq", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("update_locked", Boolean(create_constraint=False), nullable=False),
+    Column("content_digest", Hash16, nullable=False),
+    Column("my_number_hash", Hash16, nullable=True),
+    Column("name_seion_hash", Hash16, nullable=True),
+    Column("name_kanji_hash", Hash16, nullable=True),
+    Column("birth_date_hash", Hash16, nullable=True),
+    Column("address_hash", Hash16, nullable=True),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("deleted_at", Timestamp, nullable=True),
+    PrimaryKeyConstraint("code_hash"),
+    CheckConstraint("status IN ('current', 'deleted')", name="status"),
+    Index(None, "my_number_hash"),
+    Index(None, "name_seion_hash"),
+    # Partial: only 消除者 rows enter it, so living residents cost nothing here.
+    Index(
+        None,
+        "deleted_at",
+        sqlite_where=text("deleted_at IS NOT NULL"),
+        postgresql_where=text("deleted_at IS NOT NULL"),
+    ),
+    sqlite_with_rowid=False,
+)
+
+applied_requests = Table(
+    "applied_requests",
+    metadata,
+    Column("request_id", String(64), nullable=False),
+    Column("code_hash", Hash16, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("update_seq", BigInteger, nullable=False),
+    Column("digest", Hash16, nullable=False),
+    Column("applied_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("request_id"),
+    sqlite_with_rowid=False,
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("link", String(16), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("message_id", String(32), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("payload_ct", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("link", "seq"),
+    sqlite_with_rowid=False,
+)
+
+outbox_head = Table(
+    "outbox_head",
+    metadata,
+    Column("link", String(16), nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("acked_seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("link"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", RowId, nullable=False, autoincrement=False),
+    Column("ts", Timestamp, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("terminal", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("query", Text, nullable=False),
+    Column("target_ids", Text, nullable=False),
+    Column("result_count", Integer, nullable=False),
+    Column("outcome", String(8), nullable=False),
+    Column("code", String(48), nullable=True),
+    Column("prev_hash", Hash32, nullable=False),
+    Column("hash", Hash32, nullable=False),
+    PrimaryKeyConstraint("seq"),
+    CheckConstraint("outcome IN ('ok', 'refused', 'error')", name="outcome"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, nullable=False, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", Hash32, nullable=False),
+    Column("base_seq", BigInteger, nullable=False),
+    Column("base_hash", Hash32, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", BigInteger, nullable=False, autoincrement=False),
+    Column("hash", Hash32, nullable=False),
+    Column("ts", Timestamp, nullable=False),
+    Column("digest", Hash32, nullable=False),
+    Column("signature", LargeBinary, nullable=True),
+    Column("key_id", String(64), nullable=True),
+    PrimaryKeyConstraint("seq"),
+)
+
+purge_log = Table(
+    "purge_log",
+    metadata,
+    Column("id", RowId, nullable=False, autoincrement=True),
+    Column("ran_at", Timestamp, nullable=False),
+    Column("cutoff", Timestamp, nullable=False),
+    Column("years", Integer, nullable=False),
+    Column("dry_run", Boolean(create_constraint=False), nullable=False),
+    Column("history_versions", BigInteger, nullable=False),
+    Column("deleted_residents", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+)
+
+GENESIS_HASH: Final = bytes(32)

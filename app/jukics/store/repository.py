@@ -20,14 +20,17 @@ Per item, in order (first match wins):
 - request id (依頼管理番号) already applied with the same content: ``duplicate`` with the original
   version; nothing is written (a retried batch creates nothing twice). Same id, other content:
   refused ``E_REQUEST_ID_REUSED``.
-- same 更新順番号 as the current version and the same content (re-sent under a new request id):
-  ``duplicate``.
-- 更新順番号 not exactly current + 1: refused ``E_SEQ_STALE`` (≤ current) or ``E_SEQ_GAP`` (> current + 1).
-  Out-of-order updates are refused, never applied out of order; the sender re-sends in order.
-- kind/state: ``create`` of an existing non-消除 resident ``E_ALREADY_RESIDENT``; ``change``/``delete``
-  of an unknown resident ``E_NOT_FOUND``, of a 消除者 ``E_ALREADY_DELETED``; any update of a record
-  with 更新禁止フラグ ``E_UPDATE_LOCKED``.
-- a 個人番号 that belongs to another living resident: ``E_MY_NUMBER_CONFLICT``.
+- same 更新順番号 as the current version: ``duplicate`` if the content is the same (re-sent under a
+  new request id), else refused ``E_SEQ_CONFLICT``.
+- 更新順番号 lower than the current one, or more than current + 1: refused ``E_OUT_OF_ORDER`` (the
+  message says which). Out-of-order updates are refused, never applied out of order; the sender
+  re-sends in order.
+- a record with 更新禁止フラグ: ``E_UPDATE_LOCKED``.
+- kind/state: ``create`` of a resident with a current (non-消除) record ``E_ALREADY_RESIDENT``;
+  ``change``/``delete`` of an unknown resident ``E_UNKNOWN_RESIDENT``; ``delete`` of a 消除者
+  ``E_ALREADY_DELETED``; ``change`` of a 消除者 ``E_RESIDENT_DELETED``. (A ``create`` over a 消除者
+  record is allowed here; validation decides whether the 異動事由 permits it.)
+- a 個人番号 that belongs to another living resident: ``E_MY_NUMBER_IN_USE``.
 - otherwise ``applied``: a new version (the old one stays untouched as history), the current index
   moved to it, an F2 message (exactly :data:`jukics.domain.fields.F2_ITEMS`) for the link
   ``prefecture`` and a 附票 message (:data:`~jukics.domain.fields.FUHYO_ITEMS`, never 個人番号) for
@@ -74,29 +77,41 @@ LINK_ITEMS: Final[dict[str, tuple[str, ...]]] = {"prefecture": fields.F2_ITEMS, 
 _CHUNK: Final = 500  # IN-list size per SELECT (well under SQLite's variable limit)
 _DERIVED: Final = frozenset({"timestamp", "record_status"})
 
-# Stable codes.
+# Stable codes. Those shared with validation are the codes of jukics.domain.errors.ERROR_CODES, so
+# the API reports one code whichever layer refused; the last three are the store's own.
+E_OUT_OF_ORDER: Final = "E_OUT_OF_ORDER"
+E_SEQ_CONFLICT: Final = "E_SEQ_CONFLICT"
+E_ALREADY_RESIDENT: Final = "E_ALREADY_RESIDENT"
+E_UNKNOWN_RESIDENT: Final = "E_UNKNOWN_RESIDENT"
+E_ALREADY_DELETED: Final = "E_ALREADY_DELETED"
+E_RESIDENT_DELETED: Final = "E_RESIDENT_DELETED"
+E_UPDATE_LOCKED: Final = "E_UPDATE_LOCKED"
+E_MY_NUMBER_IN_USE: Final = "E_MY_NUMBER_IN_USE"
 E_BAD_UPDATE: Final = "E_BAD_UPDATE"
 E_REQUEST_ID_REUSED: Final = "E_REQUEST_ID_REUSED"
-E_SEQ_STALE: Final = "E_SEQ_STALE"
-E_SEQ_GAP: Final = "E_SEQ_GAP"
-E_ALREADY_RESIDENT: Final = "E_ALREADY_RESIDENT"
-E_NOT_FOUND: Final = "E_NOT_FOUND"
-E_ALREADY_DELETED: Final = "E_ALREADY_DELETED"
-E_UPDATE_LOCKED: Final = "E_UPDATE_LOCKED"
-E_MY_NUMBER_CONFLICT: Final = "E_MY_NUMBER_CONFLICT"
 E_STORE_ERROR: Final = "E_STORE_ERROR"
 
-MESSAGES: Final[dict[str, str]] = {
+#: Codes the store itself defines (the others are registered in jukics.domain.errors).
+STORE_ERROR_CODES: Final[dict[str, str]] = {
+    E_BAD_UPDATE: "the update does not have the shape the store needs (kind, 住民票コード, record, meta)",
     E_REQUEST_ID_REUSED: "this 依頼管理番号 was already applied with different content",
-    E_SEQ_STALE: "更新順番号 is not newer than the stored record",
-    E_SEQ_GAP: "更新順番号 skips ahead of the stored record; send the missing updates first",
-    E_ALREADY_RESIDENT: "a create for a resident who already has a current record",
-    E_NOT_FOUND: "no record for this 住民票コード",
-    E_ALREADY_DELETED: "the record is 消除 (deleted)",
-    E_UPDATE_LOCKED: "the record has 更新禁止フラグ set",
-    E_MY_NUMBER_CONFLICT: "this 個人番号 belongs to another current resident",
     E_STORE_ERROR: "the batch could not be stored and was rolled back; nothing was written, retry it",
 }
+
+# refusal reason -> (code, value-free message)
+_REFUSALS: Final[dict[str, tuple[str, str]]] = {
+    "request_reused": (E_REQUEST_ID_REUSED, STORE_ERROR_CODES[E_REQUEST_ID_REUSED]),
+    "seq_conflict": (E_SEQ_CONFLICT, "更新順番号 equals the stored record's, with different content"),
+    "seq_lower": (E_OUT_OF_ORDER, "更新順番号 is lower than the stored record's (stale update)"),
+    "seq_gap": (E_OUT_OF_ORDER, "更新順番号 skips ahead of the stored record; send the missing updates first"),
+    "locked": (E_UPDATE_LOCKED, "the record has 更新禁止フラグ set"),
+    "resident": (E_ALREADY_RESIDENT, "a create for a resident who already has a current record"),
+    "unknown": (E_UNKNOWN_RESIDENT, "no record for this 住民票コード"),
+    "already_deleted": (E_ALREADY_DELETED, "消除 of a record that is already 消除"),
+    "resident_deleted": (E_RESIDENT_DELETED, "a change for a 消除者 record"),
+    "my_number": (E_MY_NUMBER_IN_USE, "this 個人番号 belongs to another current resident"),
+}
+_MAX_SEQ: Final = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -330,8 +345,8 @@ class ResidentStore:
         if len(values["request_id"]) > 64:
             raise _BadUpdate("request_id is longer than 64 characters")
         seq = values["update_seq"]
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise _BadUpdate("update_seq (更新順番号) must be a non-negative integer")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= _MAX_SEQ:
+            raise _BadUpdate("update_seq (更新順番号) must be an integer from 1 to 2^63-1")
 
         content = {k: v for k, v in record.items() if k not in META_FIELDS and k not in _DERIVED}
         content["juminhyo_code"] = code
@@ -402,7 +417,7 @@ class ResidentStore:
             log.error("intake batch of %d rolled back (%s); nothing written", len(updates), type(exc).__name__)
             for p in prepared:
                 results[p.index] = ItemResult(
-                    p.index, p.request_id, "error", E_STORE_ERROR, None, MESSAGES[E_STORE_ERROR]
+                    p.index, p.request_id, "error", E_STORE_ERROR, None, STORE_ERROR_CODES[E_STORE_ERROR]
                 )
             events = [refused_events[i] for i in sorted(refused_events)] + [
                 self._event(p, actor, terminal, "error", E_STORE_ERROR, 0) for p in prepared
@@ -485,14 +500,15 @@ class ResidentStore:
 
         for p in prepared:
             state = states.get(p.code_hash)
-            code = self._refusal(p, state, applied, owners)
-            if code == "duplicate":
+            reason = self._refusal(p, state, applied, owners)
+            if reason == "duplicate":
                 version = applied[p.request_id][1] if p.request_id in applied else state.version if state else None
                 results[p.index] = ItemResult(p.index, p.request_id, "duplicate", None, version, "already applied")
                 events[p.index] = self._event(p, actor, terminal, "ok", "I_DUPLICATE", 0)
                 continue
-            if code is not None:
-                results[p.index] = ItemResult(p.index, p.request_id, "refused", code, None, MESSAGES[code])
+            if reason is not None:
+                code, message = _REFUSALS[reason]
+                results[p.index] = ItemResult(p.index, p.request_id, "refused", code, None, message)
                 events[p.index] = self._event(p, actor, terminal, "refused", code, 0)
                 continue
 
@@ -592,27 +608,28 @@ class ResidentStore:
         applied: Mapping[str, tuple[bytes, int]],
         owners: Mapping[bytes, set[bytes]],
     ) -> str | None:
+        """None to apply, "duplicate", or a key of _REFUSALS. The order is the module docstring's."""
         if p.request_id in applied:
-            return "duplicate" if applied[p.request_id][0] == p.digest else E_REQUEST_ID_REUSED
+            return "duplicate" if applied[p.request_id][0] == p.digest else "request_reused"
         if state is not None:
-            if p.update_seq == state.update_seq and p.digest == state.content_digest:
-                return "duplicate"
-            if p.update_seq <= state.update_seq:
-                return E_SEQ_STALE
+            if p.update_seq == state.update_seq:
+                return "duplicate" if p.digest == state.content_digest else "seq_conflict"
+            if p.update_seq < state.update_seq:
+                return "seq_lower"
             if p.update_seq > state.update_seq + 1:
-                return E_SEQ_GAP
+                return "seq_gap"
             if state.update_locked:
-                return E_UPDATE_LOCKED
+                return "locked"
         if p.kind == "create":
             if state is not None and state.status == "current":
-                return E_ALREADY_RESIDENT
+                return "resident"
         elif state is None:
-            return E_NOT_FOUND
+            return "unknown"
         elif state.status == "deleted":
-            return E_ALREADY_DELETED
+            return "already_deleted" if p.kind == "delete" else "resident_deleted"
         number = p.hashes["my_number_hash"]
         if p.kind != "delete" and number is not None and owners.get(number, set()) - {p.code_hash}:
-            return E_MY_NUMBER_CONFLICT
+            return "my_number"
         return None
 
     # ---- reads ---------------------------------------------------------------------------------
@@ -690,8 +707,8 @@ class ResidentStore:
     def stats(self) -> dict[str, int]:
         """Aggregate counts only (「個人に着目した分析・統計は行わず」)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(cur.status, func.count()).group_by(cur.status)).tuples().all()
-            by_status: dict[str, int] = dict(rows)
+            rows = conn.execute(select(cur.status, func.count()).group_by(cur.status)).all()
+            by_status = {str(status): int(count) for status, count in rows}
             versions = conn.execute(select(func.count()).select_from(resident_versions)).scalar() or 0
         return {
             "residents": int(by_status.get("current", 0)),

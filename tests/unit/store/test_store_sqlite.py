@@ -35,9 +35,10 @@ def test_write_transaction_takes_the_write_lock_first(engine, tmp_path):
     try:
         with write_transaction(engine), pytest.raises(Exception, match="locked"), write_transaction(other):
             pass
-        with engine.connect() as reader, reader.begin():  # plain reads never take the lock
-            with write_transaction(other) as conn:
-                conn.execute(text("SELECT 1"))
+        # Plain reads never take the lock.
+        with engine.connect() as reader, reader.begin(), write_transaction(other) as conn:
+            reader.execute(text("SELECT count(*) FROM outbox"))
+            conn.execute(text("UPDATE outbox_head SET last_seq = 0"))
     finally:
         other.dispose()
 

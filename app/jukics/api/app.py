@@ -93,8 +93,14 @@ class IntakeUpdatesResource:
         if isinstance(body.get("batch_id"), str):
             outcome = {"batch_id": body["batch_id"], **outcome}
         resp.media = outcome
-        # Every item has its own result; the status says whether any was refused.
-        resp.status = falcon.HTTP_200 if outcome.get("refused", 0) == 0 else falcon.HTTP_422
+        # Every item has its own result; the status sums them up: 503 when the store rolled the
+        # batch back (retry it), 422 when an item was refused, else 200.
+        if outcome.get("error", 0):
+            resp.status = falcon.HTTP_503
+        elif outcome.get("refused", 0):
+            resp.status = falcon.HTTP_422
+        else:
+            resp.status = falcon.HTTP_200
 
 
 class ClientIdentityMiddleware:

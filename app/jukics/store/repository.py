@@ -15,26 +15,35 @@
    written, every item reports ``E_STORE_ERROR`` (retry the batch), and the failure is appended to
    the audit chain in a separate transaction. Items never leave partial rows.
 
-Per item, in order (first match wins):
+Per item, in order (first match wins). The 更新順番号 rule is the one of
+:func:`jukics.domain.validate.check_sequence`: per 住民票コード, the first update carries 1 and each
+next one the stored value + 1, across 消除 and a later 転入 too.
 
 - request id (依頼管理番号) already applied with the same content: ``duplicate`` with the original
-  version; nothing is written (a retried batch creates nothing twice). Same id, other content:
-  refused ``E_REQUEST_ID_REUSED``.
-- same 更新順番号 as the current version: ``duplicate`` if the content is the same (re-sent under a
-  new request id), else refused ``E_SEQ_CONFLICT``.
-- 更新順番号 lower than the current one, or more than current + 1: refused ``E_OUT_OF_ORDER`` (the
-  message says which). Out-of-order updates are refused, never applied out of order; the sender
-  re-sends in order.
-- a record with 更新禁止フラグ: ``E_UPDATE_LOCKED``.
+  version; nothing is written (a retried batch creates nothing twice, even when later updates of the
+  resident were applied since). Same id, other content: refused ``E_REQUEST_ID_REUSED``.
+- 更新順番号 equal to the stored one (under another request id): refused ``E_SEQ_CONFLICT``.
+- 更新順番号 lower than the stored one, more than stored + 1, or not 1 for a 住民票コード without a
+  record: refused ``E_OUT_OF_ORDER`` (the message says which). Out-of-order updates are refused,
+  never applied out of order; the sender re-sends in order.
 - kind/state: ``create`` of a resident with a current (non-消除) record ``E_ALREADY_RESIDENT``;
   ``change``/``delete`` of an unknown resident ``E_UNKNOWN_RESIDENT``; ``delete`` of a 消除者
-  ``E_ALREADY_DELETED``; ``change`` of a 消除者 ``E_RESIDENT_DELETED``. (A ``create`` over a 消除者
-  record is allowed here; validation decides whether the 異動事由 permits it.)
+  ``E_ALREADY_DELETED``; ``change`` of a 消除者 ``E_RESIDENT_DELETED``; a 住民票コードの変更 (the
+  update's ``lookup_code`` differs from its ``juminhyo_code``) to a code that has a record
+  ``E_CODE_ALREADY_USED``.
 - a 個人番号 that belongs to another living resident: ``E_MY_NUMBER_IN_USE``.
 - otherwise ``applied``: a new version (the old one stays untouched as history), the current index
   moved to it, an F2 message (exactly :data:`jukics.domain.fields.F2_ITEMS`) for the link
   ``prefecture`` and a 附票 message (:data:`~jukics.domain.fields.FUHYO_ITEMS`, never 個人番号) for
-  the link ``fuhyo``, each with the next per-link sequence number, encrypted.
+  the link ``fuhyo``, each with the next per-link sequence number, encrypted. A 住民票コードの変更
+  moves the current index from the old code to the new one; the versions under the old code stay
+  in the new code's history.
+
+The rules that depend on the 異動事由 (転居 changes only the address, 更新禁止フラグ, 出生 over a
+消除者, ...) belong to validation (:mod:`jukics.domain.validate`), which runs before the store against
+:meth:`ResidentStore.get_current_many`. They stay race-free although validation reads outside the
+store's transaction: any write to a resident raises its 更新順番号, so an item validated against a
+record that changed in the meantime is refused here with ``E_SEQ_CONFLICT``/``E_OUT_OF_ORDER``.
 
 Records come back as plain dicts keyed by :mod:`jukics.domain.fields` names (JSON types: dates as ISO
 strings) plus ``record_status`` (``current``, ``deleted`` (消除) or ``history``) and ``timestamp``.
@@ -85,8 +94,8 @@ E_ALREADY_RESIDENT: Final = "E_ALREADY_RESIDENT"
 E_UNKNOWN_RESIDENT: Final = "E_UNKNOWN_RESIDENT"
 E_ALREADY_DELETED: Final = "E_ALREADY_DELETED"
 E_RESIDENT_DELETED: Final = "E_RESIDENT_DELETED"
-E_UPDATE_LOCKED: Final = "E_UPDATE_LOCKED"
 E_MY_NUMBER_IN_USE: Final = "E_MY_NUMBER_IN_USE"
+E_CODE_ALREADY_USED: Final = "E_CODE_ALREADY_USED"
 E_BAD_UPDATE: Final = "E_BAD_UPDATE"
 E_REQUEST_ID_REUSED: Final = "E_REQUEST_ID_REUSED"
 E_STORE_ERROR: Final = "E_STORE_ERROR"
@@ -101,10 +110,11 @@ STORE_ERROR_CODES: Final[dict[str, str]] = {
 # refusal reason -> (code, value-free message)
 _REFUSALS: Final[dict[str, tuple[str, str]]] = {
     "request_reused": (E_REQUEST_ID_REUSED, STORE_ERROR_CODES[E_REQUEST_ID_REUSED]),
-    "seq_conflict": (E_SEQ_CONFLICT, "更新順番号 equals the stored record's, with different content"),
+    "seq_conflict": (E_SEQ_CONFLICT, "更新順番号 equals the stored record's, under another 依頼管理番号"),
     "seq_lower": (E_OUT_OF_ORDER, "更新順番号 is lower than the stored record's (stale update)"),
     "seq_gap": (E_OUT_OF_ORDER, "更新順番号 skips ahead of the stored record; send the missing updates first"),
-    "locked": (E_UPDATE_LOCKED, "the record has 更新禁止フラグ set"),
+    "seq_first": (E_OUT_OF_ORDER, "the first update of a 住民票コード must carry 更新順番号 1"),
+    "code_used": (E_CODE_ALREADY_USED, "the new 住民票コード already has a record"),
     "resident": (E_ALREADY_RESIDENT, "a create for a resident who already has a current record"),
     "unknown": (E_UNKNOWN_RESIDENT, "no record for this 住民票コード"),
     "already_deleted": (E_ALREADY_DELETED, "消除 of a record that is already 消除"),
@@ -152,6 +162,8 @@ class _Prepared:
     kind: str
     code: str
     code_hash: bytes
+    lookup_code: str
+    lookup_hash: bytes
     request_id: str
     operator_id: str
     terminal_id: str
@@ -159,7 +171,6 @@ class _Prepared:
     digest: bytes
     record_ct: bytes
     hashes: dict[str, bytes | None]
-    update_locked: bool
     change_reason: str | None
     changed_on: str | None
     messages: dict[str, tuple[str, bytes]] = field(default_factory=dict)
@@ -171,10 +182,7 @@ class _State:
     version: int
     update_seq: int
     status: str
-    update_locked: bool
-    content_digest: bytes
     my_number_hash: bytes | None
-    in_db: bool
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -211,8 +219,6 @@ _CURRENT_STATE = select(
     cur.version,
     cur.update_seq,
     cur.status,
-    cur.update_locked,
-    cur.content_digest,
     cur.my_number_hash,
 ).where(cur.code_hash.in_(bindparam("hashes", expanding=True)))
 _APPLIED = select(applied_requests).where(
@@ -228,7 +234,6 @@ _CURRENT_COLUMNS: Final = (
     "update_seq",
     "status",
     "update_locked",
-    "content_digest",
     "my_number_hash",
     "name_seion_hash",
     "name_kanji_hash",
@@ -300,6 +305,19 @@ class ResidentStore:
 
     # ---- hashing -------------------------------------------------------------------------------
 
+    def request_digest(self, fingerprint: str) -> bytes:
+        """Keyed digest of a request's canonical form (what ``applied_requests`` returns)."""
+        return self.hasher.digest("request", fingerprint)
+
+    def applied_requests(self, request_ids: Iterable[str]) -> dict[str, bytes]:
+        """依頼管理番号 already applied -> the keyed digest of the request that applied it."""
+        out: dict[str, bytes] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(set(request_ids))):
+                for r in conn.execute(_APPLIED, {"ids": list(chunk)}):
+                    out[r.request_id] = bytes(r.digest)
+        return out
+
     def code_hash(self, juminhyo_code: str) -> bytes:
         return self.hasher.digest("juminhyo_code", normalise("juminhyo_code", juminhyo_code))
 
@@ -309,10 +327,12 @@ class ResidentStore:
         return self.hasher.digest(name, normalise(name, value))
 
     def _search_hashes(self, record: Mapping[str, Any]) -> dict[str, bytes | None]:
-        seion_name = record.get("name_kana_seion") or record.get("name_kana")
+        # Always derived here from the かな氏名 (the same function as search), so the index does not
+        # depend on whether the caller filled in 清音化かな氏名.
+        kana = record.get("name_kana") or record.get("name_kana_seion")
         return {
             "my_number_hash": self._hash("my_number", record.get("my_number")),
-            "name_seion_hash": self._hash("name_kana_seion", seion(str(seion_name)) if seion_name else None),
+            "name_seion_hash": self._hash("name_kana_seion", kana),
             "name_kanji_hash": self._hash("name_kanji", record.get("name_kanji")),
             "birth_date_hash": self._hash("birth_date", record.get("birth_date")),
             "address_hash": self._hash("address", record.get("address")),
@@ -333,6 +353,9 @@ class ResidentStore:
             raise _BadUpdate("juminhyo_code is missing")
         if record.get("juminhyo_code") not in (None, code):
             raise _BadUpdate("record.juminhyo_code differs from the update's juminhyo_code")
+        lookup = _get(update_, "lookup_code") or code
+        if not isinstance(lookup, str):
+            raise _BadUpdate("lookup_code must be a 住民票コード")
         unknown = set(record) - set(fields.LABELS)
         if unknown:
             raise _BadUpdate(f"{len(unknown)} unknown field name(s) in the record")
@@ -350,16 +373,26 @@ class ResidentStore:
 
         content = {k: v for k, v in record.items() if k not in META_FIELDS and k not in _DERIVED}
         content["juminhyo_code"] = code
+        fingerprint = _get(update_, "request_fingerprint")
         try:
-            digest = self.hasher.digest("request-content", _dumps([kind, seq, content]))
+            # Intake passes the canonical form of the request as received, so a retried request is
+            # recognised whatever was applied since; other callers are fingerprinted by content.
+            digest = (
+                self.request_digest(fingerprint)
+                if isinstance(fingerprint, str)
+                else self.hasher.digest("request-content", _dumps([kind, seq, content]))
+            )
             stored = dict(content, **values)
             code_hash = self.code_hash(code)
+            lookup_hash = code_hash if lookup == code else self.code_hash(lookup)
             record_ct = self.cipher.encrypt(code_hash.hex(), "record", _dumps(stored), version=seq)
             prepared = _Prepared(
                 index=index,
                 kind=kind,
                 code=code,
                 code_hash=code_hash,
+                lookup_code=lookup,
+                lookup_hash=lookup_hash,
                 request_id=values["request_id"],
                 operator_id=values["operator_id"],
                 terminal_id=values["terminal_id"],
@@ -367,7 +400,6 @@ class ResidentStore:
                 digest=digest,
                 record_ct=record_ct,
                 hashes=self._search_hashes(content),
-                update_locked=bool(content.get("update_locked")),
                 change_reason=None if content.get("change_reason") is None else str(content["change_reason"])[:32],
                 changed_on=None if content.get("changed_on") is None else str(content["changed_on"])[:10],
             )
@@ -445,7 +477,7 @@ class ResidentStore:
                 "terminal_id": p.terminal_id,
                 "change_reason": p.change_reason,
             },
-            targets=[p.code],
+            targets=[p.code] if p.lookup_code == p.code else [p.code, p.lookup_code],
             result_count=count,
             outcome=outcome,
             code=code,
@@ -453,7 +485,7 @@ class ResidentStore:
 
     def _load_states(self, conn: Connection, prepared: list[_Prepared]) -> dict[bytes, _State]:
         states: dict[bytes, _State] = {}
-        hashes = list({p.code_hash for p in prepared})
+        hashes = list({p.code_hash for p in prepared} | {p.lookup_hash for p in prepared})
         for chunk in _chunks(hashes):
             for r in conn.execute(_CURRENT_STATE, {"hashes": list(chunk)}):
                 states[bytes(r.code_hash)] = _State(
@@ -461,10 +493,7 @@ class ResidentStore:
                     version=int(r.version),
                     update_seq=int(r.update_seq),
                     status=r.status,
-                    update_locked=bool(r.update_locked),
-                    content_digest=bytes(r.content_digest),
                     my_number_hash=bytes(r.my_number_hash) if r.my_number_hash is not None else None,
-                    in_db=True,
                 )
         return states
 
@@ -478,7 +507,8 @@ class ResidentStore:
     ) -> tuple[dict[int, ItemResult], list[AuditEvent]]:
         AuditLog.lock_head(conn)  # PostgreSQL: serialise writers first, before reading any state
         now = iso_utc(self.clock())
-        states = self._load_states(conn, prepared)
+        states: dict[bytes, _State | None] = dict(self._load_states(conn, prepared))
+        in_db = set(states)  # current rows that exist before this batch (update/delete vs insert)
         applied: dict[str, tuple[bytes, int]] = {}
         for chunk in _chunks(list({p.request_id for p in prepared})):
             for r in conn.execute(_APPLIED, {"ids": list(chunk)}):
@@ -494,15 +524,15 @@ class ResidentStore:
         results: dict[int, ItemResult] = {}
         events: dict[int, AuditEvent] = dict(refused_events)
         version_rows: list[dict[str, Any]] = []
-        current_rows: dict[bytes, dict[str, Any]] = {}
+        current_rows: dict[bytes, dict[str, Any] | None] = {}  # None: remove the row (code changed)
         applied_rows: list[dict[str, Any]] = []
         outbox_rows: list[dict[str, Any]] = []
 
         for p in prepared:
-            state = states.get(p.code_hash)
-            reason = self._refusal(p, state, applied, owners)
+            state = states.get(p.lookup_hash)
+            reason = self._refusal(p, state, states, applied, owners)
             if reason == "duplicate":
-                version = applied[p.request_id][1] if p.request_id in applied else state.version if state else None
+                version = applied[p.request_id][1]
                 results[p.index] = ItemResult(p.index, p.request_id, "duplicate", None, version, "already applied")
                 events[p.index] = self._event(p, actor, terminal, "ok", "I_DUPLICATE", 0)
                 continue
@@ -529,6 +559,9 @@ class ResidentStore:
                     "record_ct": p.record_ct,
                 }
             )
+            if p.lookup_hash != p.code_hash:  # 住民票コードの変更: the index moves to the new code
+                current_rows[p.lookup_hash] = None
+                states[p.lookup_hash] = None
             current_rows[p.code_hash] = {
                 "code_hash": p.code_hash,
                 "version_id": next_id,
@@ -536,7 +569,6 @@ class ResidentStore:
                 "update_seq": p.update_seq,
                 "status": status,
                 "update_locked": p.update_locked,
-                "content_digest": p.digest,
                 "updated_at": now,
                 "deleted_at": now if status == "deleted" else None,
                 **p.hashes,
@@ -564,9 +596,8 @@ class ResidentStore:
                     }
                 )
             # The in-memory state moves on, so later items of this batch see this one.
-            old_number = state.my_number_hash if state else None
-            if old_number is not None and old_number in owners:
-                owners[old_number].discard(p.code_hash)
+            if state is not None and state.my_number_hash is not None:
+                owners.get(state.my_number_hash, set()).discard(p.lookup_hash)
             new_number = p.hashes["my_number_hash"]
             if status == "current" and new_number is not None:
                 owners.setdefault(new_number, set()).add(p.code_hash)
@@ -575,10 +606,7 @@ class ResidentStore:
                 version=version,
                 update_seq=p.update_seq,
                 status=status,
-                update_locked=p.update_locked,
-                content_digest=p.digest,
                 my_number_hash=new_number,
-                in_db=state.in_db if state else False,
             )
             applied[p.request_id] = (p.digest, version)
             next_id += 1
@@ -587,8 +615,12 @@ class ResidentStore:
 
         if version_rows:
             conn.execute(insert(resident_versions), version_rows)
-            inserts = [row for h, row in current_rows.items() if not states[h].in_db]
-            updates = [{"k_" + k: v for k, v in row.items()} for h, row in current_rows.items() if states[h].in_db]
+            removed = [h for h, row in current_rows.items() if row is None and h in in_db]
+            inserts = [row for h, row in current_rows.items() if row is not None and h not in in_db]
+            updates = [{"k_" + k: v for k, v in row.items()} for h, row in current_rows.items()
+                       if row is not None and h in in_db]
+            for chunk in _chunks(removed):
+                conn.execute(residents_current.delete().where(cur.code_hash.in_(list(chunk))))
             if inserts:
                 conn.execute(insert(residents_current), inserts)
             if updates:
@@ -605,21 +637,22 @@ class ResidentStore:
     def _refusal(
         p: _Prepared,
         state: _State | None,
+        states: Mapping[bytes, _State | None],
         applied: Mapping[str, tuple[bytes, int]],
         owners: Mapping[bytes, set[bytes]],
     ) -> str | None:
         """None to apply, "duplicate", or a key of _REFUSALS. The order is the module docstring's."""
         if p.request_id in applied:
             return "duplicate" if applied[p.request_id][0] == p.digest else "request_reused"
-        if state is not None:
-            if p.update_seq == state.update_seq:
-                return "duplicate" if p.digest == state.content_digest else "seq_conflict"
-            if p.update_seq < state.update_seq:
-                return "seq_lower"
-            if p.update_seq > state.update_seq + 1:
-                return "seq_gap"
-            if state.update_locked:
-                return "locked"
+        if state is None:
+            if p.update_seq != 1:
+                return "seq_first"
+        elif p.update_seq == state.update_seq:
+            return "seq_conflict"
+        elif p.update_seq < state.update_seq:
+            return "seq_lower"
+        elif p.update_seq > state.update_seq + 1:
+            return "seq_gap"
         if p.kind == "create":
             if state is not None and state.status == "current":
                 return "resident"
@@ -627,8 +660,10 @@ class ResidentStore:
             return "unknown"
         elif state.status == "deleted":
             return "already_deleted" if p.kind == "delete" else "resident_deleted"
+        if p.lookup_hash != p.code_hash and states.get(p.code_hash) is not None:
+            return "code_used"
         number = p.hashes["my_number_hash"]
-        if p.kind != "delete" and number is not None and owners.get(number, set()) - {p.code_hash}:
+        if p.kind != "delete" and number is not None and owners.get(number, set()) - {p.lookup_hash}:
             return "my_number"
         return None
 
@@ -648,6 +683,10 @@ class ResidentStore:
         with self.engine.connect() as conn:
             row = conn.execute(_BY_CODE_HASH, {"h": self.code_hash(juminhyo_code)}).first()
         return self._decode_row(row) if row is not None else None
+
+    def current_record(self, juminhyo_code: str) -> dict | None:
+        """Alias of :meth:`get_current`, the name :mod:`jukics.domain.validate` uses."""
+        return self.get_current(juminhyo_code)
 
     def get_current_many(self, juminhyo_codes: Iterable[str]) -> dict[str, dict]:
         """{住民票コード: record} for those of ``juminhyo_codes`` that have a record (one query per 500)."""

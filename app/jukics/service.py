@@ -1,0 +1,126 @@
+"""Composition root: builds the service's parts from the configuration.
+
+The HTTP app, the CLI commands and the tests get their dependencies from here (or build them
+themselves), so no module reaches for globals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import falcon
+from sqlalchemy import Engine, text
+
+from jukics.api.app import AppDeps, create_app
+from jukics.api.identity import IdentitySource, identity_from_gunicorn
+from jukics.audit.chain import AuditLog, verify
+from jukics.config import Config
+from jukics.domain.validate import Validators
+from jukics.intake import Intake
+from jukics.keystore import KeyStore, open_keystore
+from jukics.store import db
+from jukics.store.clock import Clock, utc_now
+from jukics.store.repository import ResidentStore
+from jukics.store.retention import purge
+
+log = logging.getLogger("jukics")
+
+#: 住基 dates (異動年月日, 生年月日) are Japanese calendar days.
+JST = ZoneInfo("Asia/Tokyo")
+
+
+@dataclass
+class Service:
+    """The parts of a running CS, built lazily from the config."""
+
+    config: Config
+    clock: Clock = utc_now
+
+    @cached_property
+    def engine(self) -> Engine:
+        db.ensure_sqlite_parent(self.config.database_url)
+        return db.make_engine(self.config.database_url)
+
+    @cached_property
+    def keystore(self) -> KeyStore:
+        return open_keystore(self.config.keystore, production=self.config.is_production)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog.from_keystore(self.engine, self.keystore, self.clock)
+
+    @cached_property
+    def store(self) -> ResidentStore:
+        return ResidentStore.from_keystore(self.engine, self.keystore, self.clock)
+
+    def today(self) -> dt.date:
+        return self.clock().astimezone(JST).date()
+
+    @cached_property
+    def intake(self) -> Intake:
+        validators = Validators.from_names(
+            self.config.juminhyo_validator, frozenset({self.config.municipality_code})
+        )
+        return Intake(self.store, self.audit, validators, self.today)
+
+    def health(self) -> Mapping[str, Any]:
+        status = database_status_of(self.engine)
+        return {"status": "ok" if status == "ok" else "down", "database": status}
+
+
+def database_status_of(engine: Engine) -> str:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        revision = db.current_revision(engine)
+    except Exception as exc:  # any driver error means "not usable"; the message may name paths only
+        return f"unreachable ({type(exc).__name__})"
+    head = db.head_revision()
+    if revision != head:
+        return f"not migrated (at {revision or 'nothing'}, want {head}; run `jukics db upgrade`)"
+    return "ok"
+
+
+def build_app(config: Config, *, identity: IdentitySource = identity_from_gunicorn,
+              service: Service | None = None) -> falcon.App:
+    svc = service or Service(config)
+    # Open the key store now: a missing or wrong key source stops the worker at start, not mid-request.
+    svc.keystore.data_key()
+    deps = AppDeps(
+        allowed_intake_clients=config.intake.allowed_clients,
+        intake=svc.intake,
+        health=svc.health,
+        identity=identity,
+        max_body_bytes=config.max_body_bytes,
+    )
+    return create_app(deps)
+
+
+def upgrade_database(config: Config) -> str:
+    svc = Service(config)
+    before = db.current_revision(svc.engine)
+    after = db.upgrade(svc.engine)
+    return "db: up to date" if before == after else f"db: upgraded to {after}"
+
+
+def database_status(config: Config) -> str:
+    return database_status_of(Service(config).engine)
+
+
+def run_purge(config: Config, *, dry_run: bool = False, clock: Callable[[], dt.datetime] = utc_now) -> dict:
+    svc = Service(config, clock=clock)
+    return purge(svc.engine, clock, audit=svc.audit, dry_run=dry_run).as_dict()
+
+
+def verify_audit(config: Config) -> tuple[bool, dict[str, Any]]:
+    svc = Service(config)
+    report = verify(svc.engine, public_key=svc.keystore.checkpoint_public_key())
+    out = report.as_dict()
+    out["summary"] = report.summary()
+    return report.ok, out

@@ -29,7 +29,7 @@ from typing import Any
 from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.domain.errors import DomainError
 from jukics.domain.validate import ParsedItem, Update, Validators, apply_to_current, check_sequence, parse_item
-from jukics.store.repository import ResidentStore
+from jukics.store.repository import E_REQUEST_ID_REUSED, STORE_ERROR_CODES, ResidentStore
 
 
 @dataclass(frozen=True)
@@ -89,15 +89,15 @@ class Intake:
         results: dict[int, dict[str, Any]] = {}
         refusals: list[AuditEvent] = []
 
-        def refuse(index: int, item: Any, exc: DomainError) -> None:
+        def refuse(index: int, item: Any, code: str, message: str, field: str | None) -> None:
             rid = item.get("request_id") if isinstance(item, Mapping) else None
-            results[index] = _refused(index, rid, exc.code, exc.message, exc.field)
-            code = item.get("juminhyo_code") if isinstance(item, Mapping) else None
+            results[index] = _refused(index, rid, code, message, field)
+            target = item.get("juminhyo_code") if isinstance(item, Mapping) else None
             refusals.append(
                 AuditEvent(actor=client, terminal=self.terminal, action="intake.item", purpose="F1",
                            query={"request_id": rid if isinstance(rid, str) else None},
-                           targets=[code] if isinstance(code, str) and code.isdigit() else [],
-                           outcome="refused", code=exc.code)
+                           targets=[target] if isinstance(target, str) and target.isdigit() else [],
+                           outcome="refused", code=code)
             )
 
         parsed: list[tuple[int, ParsedItem, str]] = []
@@ -108,7 +108,7 @@ class Intake:
                 parsed.append((index, parse_item(item, validators=self.validators, today=today),
                                request_fingerprint(item)))
             except DomainError as exc:
-                refuse(index, item, exc)
+                refuse(index, item, exc.code, exc.message, exc.field)
 
         applied_before = self.store.applied_requests([p.meta.request_id for _, p, _ in parsed])
         current = self.store.get_current_many({p.lookup_code for _, p, _ in parsed})
@@ -123,8 +123,8 @@ class Intake:
                     results[index] = {"index": index, "request_id": rid, "status": "duplicate",
                                       "message": "already applied"}
                 else:
-                    refuse(index, {"request_id": rid, "juminhyo_code": p.lookup_code},
-                           DomainError("E_REQUEST_ID_REUSED", "request_id"))
+                    refuse(index, {"request_id": rid, "juminhyo_code": p.lookup_code}, E_REQUEST_ID_REUSED,
+                           STORE_ERROR_CODES[E_REQUEST_ID_REUSED], "request_id")
                 continue
             stored = current.get(p.lookup_code)
             try:
@@ -137,7 +137,7 @@ class Intake:
                     continue
                 update: Update = apply_to_current(p, current=stored)
             except DomainError as exc:
-                refuse(index, {"request_id": rid, "juminhyo_code": p.lookup_code}, exc)
+                refuse(index, {"request_id": rid, "juminhyo_code": p.lookup_code}, exc.code, exc.message, exc.field)
                 continue
             seen[rid] = digest
             # The batch's later items see this one applied (the store re-checks under its lock).

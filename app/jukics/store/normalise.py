@@ -3,8 +3,9 @@
 - every value: Unicode NFKC (full-width digits and Latin become ASCII, half-width katakana become
   full-width), then all whitespace removed (names are often written with a full-width space);
 - identifiers (住民票コード, 個人番号, 郵便番号): hyphens dropped as well;
-- kana names: 清音化 (the search key 清音化かな氏名, SPEC §3): hiragana → katakana, voiced and
-  semi-voiced marks removed (ガ→カ, パ→ハ, ヴ→ウ), small kana made large (ャ→ヤ, ッ→ツ);
+- kana names: 清音化 (the search key 清音化かな氏名, SPEC §3) by :func:`jukics.domain.text.seion_kana`,
+  the same function validation uses (hiragana → katakana, ガ→カ, パ→ハ, ャ→ヤ, ッ→ツ, separators
+  dropped, ...), so the stored key and the search key cannot drift apart;
 - addresses: dash look-alikes unified to ``-``.
 """
 
@@ -14,21 +15,16 @@ import re
 import unicodedata
 from typing import Final
 
+from jukics.domain.text import seion_kana
+
 _SPACES = re.compile(r"\s+")
-_SMALL_KANA: Final = str.maketrans("ァィゥェォッャュョヮヵヶ", "アイウエオツヤユヨワカケ")
 _IDENTIFIERS: Final = frozenset({"juminhyo_code", "my_number", "previous_juminhyo_code", "postal_code"})
 _KANA_NAMES: Final = frozenset({"name_kana", "name_kana_seion", "former_surname_kana"})
 
 
-def _to_katakana(text: str) -> str:
-    return "".join(chr(ord(c) + 0x60) if "\u3041" <= c <= "\u3096" else c for c in text)
-
-
 def seion(kana: str) -> str:
-    """清音化: katakana without 濁点/半濁点, small kana made large."""
-    decomposed = unicodedata.normalize("NFD", _to_katakana(unicodedata.normalize("NFKC", kana)))
-    plain = "".join(c for c in decomposed if c not in "\u3099\u309a")
-    return _SPACES.sub("", unicodedata.normalize("NFC", plain).translate(_SMALL_KANA))
+    """清音化: the search key of a kana name (:func:`jukics.domain.text.seion_kana`)."""
+    return seion_kana(kana)
 
 
 def normalise(field: str, value: object) -> str:

@@ -68,7 +68,7 @@ from jukics.keystore.base import KeyStore
 from jukics.store.clock import Clock, iso_utc, utc_now
 from jukics.store.crypto import FieldCipher, SearchHasher
 from jukics.store.db import write_transaction
-from jukics.store.normalise import normalise, seion
+from jukics.store.normalise import normalise
 from jukics.store.schema import (
     applied_requests,
     outbox,
@@ -233,7 +233,6 @@ _CURRENT_COLUMNS: Final = (
     "version",
     "update_seq",
     "status",
-    "update_locked",
     "my_number_hash",
     "name_seion_hash",
     "name_kanji_hash",
@@ -568,7 +567,6 @@ class ResidentStore:
                 "version": version,
                 "update_seq": p.update_seq,
                 "status": status,
-                "update_locked": p.update_locked,
                 "updated_at": now,
                 "deleted_at": now if status == "deleted" else None,
                 **p.hashes,
@@ -733,14 +731,14 @@ class ResidentStore:
         """Search by かな氏名 (清音化 applied here) + 生年月日, via keyed hashes."""
         return self._find(
             _BY_NAME_AND_BIRTH,
-            {"n": self._hash("name_kana_seion", seion(name_kana)), "b": self._hash("birth_date", birth_date)},
+            {"n": self._hash("name_kana_seion", name_kana), "b": self._hash("birth_date", birth_date)},
         )
 
     def find_by_name_and_address(self, name_kana: str, address: str) -> list[dict]:
         """Search by かな氏名 (清音化 applied here) + 住所, via keyed hashes."""
         return self._find(
             _BY_NAME_AND_ADDRESS,
-            {"n": self._hash("name_kana_seion", seion(name_kana)), "a": self._hash("address", address)},
+            {"n": self._hash("name_kana_seion", name_kana), "a": self._hash("address", address)},
         )
 
     def stats(self) -> dict[str, int]:

@@ -99,8 +99,6 @@ residents_current = Table(
     Column("version", Integer, nullable=False),
     Column("update_seq", BigInteger, nullable=False),
     Column("status", String(8), nullable=False),
-    Column("update_locked", Boolean(create_constraint=False), nullable=False),
-    Column("content_digest", Hash16, nullable=False),
     Column("my_number_hash", Hash16, nullable=True),
     Column("name_seion_hash", Hash16, nullable=True),
     Column("name_kanji_hash", Hash16, nullable=True),

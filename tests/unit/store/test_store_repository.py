@@ -101,11 +101,28 @@ def test_duplicate_within_one_batch(store: ResidentStore, register: SyntheticReg
     assert [r.status for r in results] == ["applied", "duplicate"]
 
 
-def test_same_content_resent_under_new_request_id_is_duplicate(store, register):
+def test_same_seq_under_a_new_request_id_is_a_conflict(store, register):
     rec = register.resident()
     store.apply_batch([register.update("create", rec, 1)], **ACTOR)
-    [again] = store.apply_batch([register.update("create", rec, 1)], **ACTOR)
-    assert (again.status, again.version) == ("duplicate", 1)
+    [again] = store.apply_batch([register.update("create", rec, 1)], **ACTOR)  # same content, new 依頼管理番号
+    assert (again.status, again.code) == ("refused", "E_SEQ_CONFLICT")
+
+
+def test_retry_of_an_older_request_is_still_a_duplicate(store, register):
+    rec = register.resident()
+    first = register.update("create", rec, 1)
+    second = register.update("change", dict(rec, address="転居先", change_reason="転居"), 2)
+    store.apply_batch([first, second], **ACTOR)
+    assert [(r.status, r.version) for r in store.apply_batch([first, second], **ACTOR)] == [
+        ("duplicate", 1),
+        ("duplicate", 2),
+    ]
+
+
+def test_first_update_of_a_code_carries_seq_1(store, register):
+    [r] = store.apply_batch([register.update("create", register.resident(), 2)], **ACTOR)
+    assert (r.status, r.code) == ("refused", "E_OUT_OF_ORDER")
+    assert "must carry 更新順番号 1" in r.message
 
 
 def test_request_id_reused_with_other_content_is_refused(store, register):
@@ -164,14 +181,13 @@ def test_two_updates_of_one_resident_in_one_batch_are_sequenced(store, register)
         ("created", "create", "E_ALREADY_RESIDENT"),
         ("deleted", "delete", "E_ALREADY_DELETED"),
         ("deleted", "change", "E_RESIDENT_DELETED"),
-        ("locked", "change", "E_UPDATE_LOCKED"),
     ],
 )
 def test_state_rules(store, register, setup, kind, code):
     rec = register.resident()
     seq = 1
     if setup != "none":
-        store.apply_batch([register.update("create", dict(rec, update_locked=setup == "locked"), 1)], **ACTOR)
+        store.apply_batch([register.update("create", rec, 1)], **ACTOR)
         seq = 2
     if setup == "deleted":
         store.apply_batch([register.update("delete", dict(rec, change_reason="死亡"), 2)], **ACTOR)
@@ -205,9 +221,69 @@ def test_my_number_of_another_living_resident_is_refused(store, register):
     twin = dict(register.resident(), my_number=c["my_number"])
     results = store.apply_batch([register.update("create", c, 1), register.update("create", twin, 1)], **ACTOR)
     assert [x.code for x in results] == [None, "E_MY_NUMBER_IN_USE"]
-    # Once the owner is 消除 (e.g. moved away under a new 住民票コード), the number may be used again.
+    # Once the owner is 消除, the number may be used by another record (the same person, re-registered).
     store.apply_batch([register.update("delete", dict(c, change_reason="転出"), 2)], **ACTOR)
     assert store.apply_batch([register.update("create", twin, 1)], **ACTOR)[0].status == "applied"
+    # A change of the owner that keeps its own number is not a conflict.
+    [own] = store.apply_batch([register.update("change", dict(twin, address="同一人物", change_reason="転居"), 2)],
+                              **ACTOR)
+    assert own.status == "applied"
+
+
+def test_juminhyo_code_change_moves_the_record(store, register, engine):
+    rec = register.resident()
+    store.apply_batch([register.update("create", rec, 1)], **ACTOR)
+    old, new = rec["juminhyo_code"], "55555555555"
+    change = register.update(
+        "change", dict(rec, juminhyo_code=new, previous_juminhyo_code=old, change_reason="juminhyo_code_henko"), 2
+    )
+    change["lookup_code"] = old
+    [r] = store.apply_batch([change], **ACTOR)
+    assert (r.status, r.version) == ("applied", 2)
+    assert store.get_current(old) is None
+    moved = store.get_current(new)
+    assert moved["juminhyo_code"] == new and moved["previous_juminhyo_code"] == old
+    [v1] = store.get_history(new)
+    assert v1["juminhyo_code"] == old and v1["name_kanji"] == rec["name_kanji"]
+    assert [m["juminhyo_code"] for m in store.find_by_my_number(rec["my_number"])] == [new]
+    [next_] = store.apply_batch([register.update("change", dict(moved, address="その後", change_reason="転居"), 3)],
+                                **ACTOR)
+    assert next_.status == "applied"
+    # A change onto a code that already has a record is refused.
+    other = register.resident()
+    store.apply_batch([register.update("create", other, 1)], **ACTOR)
+    clash = register.update("change", dict(other, juminhyo_code=new, change_reason="juminhyo_code_henko"), 2)
+    clash["lookup_code"] = other["juminhyo_code"]
+    [refused] = store.apply_batch([clash], **ACTOR)
+    assert (refused.status, refused.code) == ("refused", "E_CODE_ALREADY_USED")
+
+
+def test_accepts_the_domain_update_objects(store, register):
+    """The validator hands over dataclasses (attributes, ``meta`` object); mappings work the same."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Meta:
+        request_id: str
+        operator_id: str
+        terminal_id: str
+        update_seq: int
+
+    @dataclass(frozen=True)
+    class Update:
+        kind: str
+        juminhyo_code: str
+        lookup_code: str
+        record: dict
+        meta: Meta
+
+    rec = register.resident()
+    record = dict(rec, name_kana_seion="ignored-derived-here", record_status="current", request_id="R-9")
+    u = Update("create", rec["juminhyo_code"], rec["juminhyo_code"], record, Meta("R-9", "op", "t", 1))
+    [r] = store.apply_batch([u], **ACTOR)
+    assert r.status == "applied"
+    assert store.get_current(rec["juminhyo_code"])["record_status"] == "current"
+    assert store.find_by_name_and_birth_date(rec["name_kana"], rec["birth_date"])
 
 
 def test_bad_items_are_refused_and_the_rest_applies(store, register, engine):

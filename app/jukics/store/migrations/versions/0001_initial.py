@@ -72,8 +72,6 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("update_seq", sa.BigInteger(), nullable=False),
         sa.Column("status", sa.String(8), nullable=False),
-        sa.Column("update_locked", sa.Boolean(create_constraint=False), nullable=False),
-        sa.Column("content_digest", sa.LargeBinary(16), nullable=False),
         sa.Column("my_number_hash", sa.LargeBinary(16), nullable=True),
         sa.Column("name_seion_hash", sa.LargeBinary(16), nullable=True),
         sa.Column("name_kanji_hash", sa.LargeBinary(16), nullable=True),

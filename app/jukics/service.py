@@ -122,5 +122,5 @@ def verify_audit(config: Config) -> tuple[bool, dict[str, Any]]:
     svc = Service(config)
     report = verify(svc.engine, public_key=svc.keystore.checkpoint_public_key())
     out = report.as_dict()
-    out["summary"] = report.summary()
+    out["summary"] = report.summary
     return report.ok, out

@@ -175,8 +175,16 @@ def _affine(r: random.Random, modulus: int) -> tuple[int, int]:
             return a, r.randrange(modulus)
 
 
-def _iso(ordinal: int) -> str:
-    return dt.date.fromordinal(ordinal).isoformat()
+class _IsoDates(dict[int, str]):
+    """ordinal -> ISO date, memoised: a million records share a few tens of thousands of days."""
+
+    def __missing__(self, ordinal: int) -> str:
+        text = self[ordinal] = dt.date.fromordinal(ordinal).isoformat()
+        return text
+
+
+_ISO_DATES: Final = _IsoDates()
+_iso = _ISO_DATES.__getitem__
 
 
 def _empty_record() -> dict[str, object]:

@@ -498,3 +498,12 @@ def test_accepted_items_have_valid_identifiers(my_number, municipality, code, va
     assert int(municipality[5]) == (11 - weighted % 11) % 10
     assert len(code) == 11 and all(c in ASCII for c in code)
     assert validators.juminhyo.is_valid(code)
+
+
+def test_docs_describe_every_reason_and_flag_the_provisional_validator():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[3] / "docs" / "validation.md").read_text(encoding="utf-8")
+    for code, reason in REASONS.items():
+        assert f"| `{code}` | {reason.label} | {reason.kind} |" in doc
+    assert "provisional" in doc and "総務省告示第436号" in doc and "not the official formula" in doc

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from jukics.keystore.base import KeyStore
+from jukics.store.bulk import Prebuilt
 from jukics.store.clock import Clock, iso_utc, utc_now
 from jukics.store.crypto import SearchHasher
 from jukics.store.db import write_transaction
@@ -54,6 +55,7 @@ log = logging.getLogger("jukics.audit")
 
 OUTCOMES: Final = ("ok", "refused", "error")
 CHECKPOINT_CONTEXT: Final = b"jukics audit checkpoint v1\n"
+_INSERT_AUDIT: Final = Prebuilt(insert(audit_log))
 
 #: Query keys whose values are stored in clear (they are not personal data). Every other value is
 #: replaced by a keyed hash: fail closed, so a new search field is never logged in clear by accident.
@@ -215,7 +217,7 @@ class AuditLog:
             row = self._row(event, seq, prev, now)
             prev = row["hash"]
             rows.append(row)
-        conn.execute(insert(audit_log), rows)
+        _INSERT_AUDIT.executemany(conn, rows)
         conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev, updated_at=now))
         return [r["seq"] for r in rows]
 

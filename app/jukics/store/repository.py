@@ -55,9 +55,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
@@ -65,6 +64,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, insert, select, upda
 from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.domain import fields
 from jukics.keystore.base import KeyStore
+from jukics.store.bulk import Prebuilt
 from jukics.store.clock import Clock, iso_utc, utc_now
 from jukics.store.crypto import FieldCipher, SearchHasher
 from jukics.store.db import write_transaction
@@ -148,6 +148,8 @@ class ItemResult:
 
 @dataclass(frozen=True)
 class OutboxMessage:
+    """One message for a peer link; ``payload`` has exactly the link's items."""
+
     link: str
     seq: int
     message_id: str
@@ -173,7 +175,6 @@ class _Prepared:
     hashes: dict[str, bytes | None]
     change_reason: str | None
     changed_on: str | None
-    messages: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
 
 @dataclass
@@ -235,17 +236,21 @@ _CURRENT_COLUMNS: Final = (
     "status",
     "my_number_hash",
     "name_seion_hash",
-    "name_kanji_hash",
     "birth_date_hash",
     "address_hash",
     "updated_at",
     "deleted_at",
 )
-_UPDATE_CURRENT = (
+_UPDATE_CURRENT = Prebuilt(
     update(residents_current)
     .where(cur.code_hash == bindparam("k_code_hash"))
     .values({name: bindparam("k_" + name) for name in _CURRENT_COLUMNS})
 )
+_INSERT_VERSIONS = Prebuilt(insert(resident_versions))
+_INSERT_CURRENT = Prebuilt(insert(residents_current))
+_INSERT_APPLIED = Prebuilt(insert(applied_requests))
+_INSERT_OUTBOX = Prebuilt(insert(outbox))
+_KNOWN_FIELDS: Final = frozenset(fields.LABELS)
 _READ_COLUMNS = (cur.code_hash, cur.status, ver.update_seq, ver.recorded_at, ver.record_ct)
 _JOINED = residents_current.join(resident_versions, ver.id == cur.version_id)
 _BY_CODE_HASH = select(*_READ_COLUMNS).select_from(_JOINED).where(cur.code_hash == bindparam("h"))
@@ -262,6 +267,13 @@ _BY_NAME_AND_ADDRESS = (
     select(*_READ_COLUMNS)
     .select_from(_JOINED)
     .where(cur.name_seion_hash == bindparam("n"), cur.address_hash == bindparam("a"))
+)
+_PENDING = (
+    select(outbox.c.seq, outbox.c.kind, outbox.c.created_at, ver.code_hash, ver.update_seq, ver.record_ct)
+    .select_from(outbox.join(resident_versions, ver.id == outbox.c.version_id))
+    .where(outbox.c.link == bindparam("link"), outbox.c.seq > bindparam("after"))
+    .order_by(outbox.c.seq)
+    .limit(bindparam("limit"))
 )
 _CURRENT_POINTER = select(cur.version_id).where(cur.code_hash == bindparam("h"))
 _VERSION_BY_ID = select(
@@ -332,7 +344,6 @@ class ResidentStore:
         return {
             "my_number_hash": self._hash("my_number", record.get("my_number")),
             "name_seion_hash": self._hash("name_kana_seion", kana),
-            "name_kanji_hash": self._hash("name_kanji", record.get("name_kanji")),
             "birth_date_hash": self._hash("birth_date", record.get("birth_date")),
             "address_hash": self._hash("address", record.get("address")),
         }
@@ -355,7 +366,7 @@ class ResidentStore:
         lookup = _get(update_, "lookup_code") or code
         if not isinstance(lookup, str):
             raise _BadUpdate("lookup_code must be a 住民票コード")
-        unknown = set(record) - set(fields.LABELS)
+        unknown = record.keys() - _KNOWN_FIELDS
         if unknown:
             raise _BadUpdate(f"{len(unknown)} unknown field name(s) in the record")
         values: dict[str, Any] = {}
@@ -402,11 +413,6 @@ class ResidentStore:
                 change_reason=None if content.get("change_reason") is None else str(content["change_reason"])[:32],
                 changed_on=None if content.get("changed_on") is None else str(content["changed_on"])[:10],
             )
-            for link, items in LINK_ITEMS.items():
-                message_id = uuid.uuid4().hex
-                payload = _dumps({item: content.get(item) for item in items})
-                ct = self.cipher.encrypt(f"outbox/{link}/{message_id}", "payload", payload)
-                prepared.messages[link] = (message_id, ct)
         except (TypeError, ValueError):
             raise _BadUpdate("the record holds a value that cannot be stored (not JSON data)") from None
         return prepared
@@ -581,17 +587,10 @@ class ResidentStore:
                     "applied_at": now,
                 }
             )
-            for link, (message_id, ct) in p.messages.items():
+            for link in LINK_ITEMS:
                 heads[link] += 1
                 outbox_rows.append(
-                    {
-                        "link": link,
-                        "seq": heads[link],
-                        "message_id": message_id,
-                        "kind": p.kind,
-                        "created_at": now,
-                        "payload_ct": ct,
-                    }
+                    {"link": link, "seq": heads[link], "version_id": next_id, "kind": p.kind, "created_at": now}
                 )
             # The in-memory state moves on, so later items of this batch see this one.
             if state is not None and state.my_number_hash is not None:
@@ -612,19 +611,17 @@ class ResidentStore:
             events[p.index] = self._event(p, actor, terminal, "ok", None, 1)
 
         if version_rows:
-            conn.execute(insert(resident_versions), version_rows)
+            _INSERT_VERSIONS.executemany(conn, version_rows)
             removed = [h for h, row in current_rows.items() if row is None and h in in_db]
             inserts = [row for h, row in current_rows.items() if row is not None and h not in in_db]
             updates = [{"k_" + k: v for k, v in row.items()} for h, row in current_rows.items()
                        if row is not None and h in in_db]
             for chunk in _chunks(removed):
                 conn.execute(residents_current.delete().where(cur.code_hash.in_(list(chunk))))
-            if inserts:
-                conn.execute(insert(residents_current), inserts)
-            if updates:
-                conn.execute(_UPDATE_CURRENT, updates)
-            conn.execute(insert(applied_requests), applied_rows)
-            conn.execute(insert(outbox), outbox_rows)
+            _INSERT_CURRENT.executemany(conn, inserts)
+            _UPDATE_CURRENT.executemany(conn, updates)
+            _INSERT_APPLIED.executemany(conn, applied_rows)
+            _INSERT_OUTBOX.executemany(conn, outbox_rows)
             for link in {row["link"] for row in outbox_rows}:
                 conn.execute(update(outbox_head).where(outbox_head.c.link == link).values(last_seq=heads[link]))
         ordered = [events[i] for i in sorted(events)]
@@ -756,27 +753,30 @@ class ResidentStore:
     # ---- outbox (read by the link worker) ------------------------------------------------------
 
     def outbox_pending(self, link: str, *, limit: int = 100) -> list[OutboxMessage]:
-        """Messages of ``link`` after the acknowledged sequence, in order, decrypted."""
+        """Messages of ``link`` after the acknowledged sequence, in order: exactly the link's items
+        (:data:`LINK_ITEMS`), projected from the version each message points to."""
+        items = LINK_ITEMS.get(link)
+        if items is None:
+            raise KeyError(f"unknown link {link!r}")
         with self.engine.connect() as conn:
-            acked = conn.execute(select(outbox_head.c.acked_seq).where(outbox_head.c.link == link)).scalar()
-            if acked is None:
-                raise KeyError(f"unknown link {link!r}")
-            rows = conn.execute(
-                select(outbox).where(outbox.c.link == link, outbox.c.seq > acked).order_by(outbox.c.seq).limit(limit)
-            ).all()
-        return [
-            OutboxMessage(
-                link=r.link,
-                seq=int(r.seq),
-                message_id=r.message_id,
-                kind=r.kind,
-                created_at=r.created_at,
-                payload=json.loads(
-                    self.cipher.decrypt(f"outbox/{link}/{r.message_id}", "payload", bytes(r.payload_ct))
-                ),
+            acked = conn.execute(select(outbox_head.c.acked_seq).where(outbox_head.c.link == link)).scalar_one()
+            rows = conn.execute(_PENDING, {"link": link, "after": acked, "limit": limit}).all()
+        messages = []
+        for r in rows:
+            record = json.loads(
+                self.cipher.decrypt(bytes(r.code_hash).hex(), "record", bytes(r.record_ct), version=int(r.update_seq))
             )
-            for r in rows
-        ]
+            messages.append(
+                OutboxMessage(
+                    link=link,
+                    seq=int(r.seq),
+                    message_id=f"{link}-{int(r.seq)}",
+                    kind=r.kind,
+                    created_at=r.created_at,
+                    payload={item: record.get(item) for item in items},
+                )
+            )
+        return messages
 
     def outbox_ack(self, link: str, seq: int) -> int:
         """Mark ``link`` delivered up to ``seq`` and delete those messages (they hold personal data).

@@ -12,7 +12,7 @@ table                         key                                          rando
 ``ix_current_my_number``      HMAC of 個人番号 (only when it changes)        1 on create, else 0
 ``ix_current_name_seion``     HMAC of 清音化かな氏名 (when it changes)         1 on create, else 0
 ``applied_requests``          ``request_id`` (依頼管理番号)                   0 if monotonic, else 1
-``outbox``                    ``(link, seq)``                              0 (two append points)
+``outbox``                    ``(link, seq)``, 2 small rows                0 (two append points)
 ``audit_log``                 ``seq``                                      0 (appends)
 ============================  ==========================================  ===========================
 
@@ -26,6 +26,11 @@ version becomes history without being copied or touched. History is reached by f
 ``prev_id`` (no per-resident index on the versions table, which would be one more random B-tree).
 ``prev_id`` is deliberately not a foreign key: the retention purge removes old versions and leaves
 the pointer of the next version dangling, which ends the walk.
+
+Outbox: one row per link (``prefecture`` for F2, ``fuhyo`` for 附票) and accepted change, written in
+the intake transaction, holding the link's sequence number and a pointer to the immutable version
+the message is made of. The message (exactly the link's items) is projected from that version when
+it is read, so the outbox holds no copy of personal data and costs no extra encryption.
 
 Personal data: the whole record of a version is one AES-256-GCM value (``record_ct``, record id =
 ``code_hash`` hex, field ``record``, version = 更新順番号); one encryption per record keeps the
@@ -101,7 +106,6 @@ residents_current = Table(
     Column("status", String(8), nullable=False),
     Column("my_number_hash", Hash16, nullable=True),
     Column("name_seion_hash", Hash16, nullable=True),
-    Column("name_kanji_hash", Hash16, nullable=True),
     Column("birth_date_hash", Hash16, nullable=True),
     Column("address_hash", Hash16, nullable=True),
     Column("updated_at", Timestamp, nullable=False),
@@ -138,10 +142,9 @@ outbox = Table(
     metadata,
     Column("link", String(16), nullable=False),
     Column("seq", BigInteger, nullable=False),
-    Column("message_id", String(32), nullable=False),
+    Column("version_id", RowId, nullable=False),
     Column("kind", String(8), nullable=False),
     Column("created_at", Timestamp, nullable=False),
-    Column("payload_ct", LargeBinary, nullable=False),
     PrimaryKeyConstraint("link", "seq"),
     sqlite_with_rowid=False,
 )

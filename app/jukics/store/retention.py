@@ -112,8 +112,7 @@ def purge(
     v = resident_versions.c
     c = residents_current.c
     with write_transaction(engine) as conn:
-        if audit is not None:
-            AuditLog.lock_head(conn)  # same lock order as intake (PostgreSQL)
+        AuditLog.lock_head(conn)  # PostgreSQL: serialise with intake (same lock, same order)
         history_ids = list(
             conn.execute(
                 select(v.id).select_from(resident_versions.join(newer, newer.c.prev_id == v.id)).where(

@@ -38,6 +38,8 @@ class IntakeUpdate:
 
     kind: str
     juminhyo_code: str
+    #: the stored 住民票コード the update applies to (the old one for 住民票コードの変更)
+    lookup_code: str
     record: dict[str, object]
     meta: Mapping[str, object]
     request_fingerprint: str
@@ -145,7 +147,8 @@ class Intake:
             if update.lookup_code != update.juminhyo_code:
                 current.pop(update.lookup_code, None)
             to_store.append((index, IntakeUpdate(
-                kind=update.kind, juminhyo_code=update.juminhyo_code, record=dict(update.record),
+                kind=update.kind, juminhyo_code=update.juminhyo_code, lookup_code=update.lookup_code,
+                record=dict(update.record),
                 meta={"request_id": rid, "operator_id": p.meta.operator_id, "terminal_id": p.meta.terminal_id,
                       "update_seq": p.meta.update_seq},
                 request_fingerprint=fingerprint,

@@ -188,3 +188,27 @@ def test_refused_requests_are_audited(service):
 def test_health_reports_database(client, service):
     r = client.simulate_get("/v1/health")
     assert r.status_code == 200 and r.json == {"status": "ok", "database": "ok"}
+
+
+def test_juminhyo_code_change_moves_the_record_to_the_new_code(client, service):
+    person = residents(1, seed=21)[0]
+    items = resident_intake_items(person)
+    assert post(client, items).status_code == 200
+    old = person["juminhyo_code"]
+    new = "9" + old[1:] if old[0] != "9" else "1" + old[1:]
+    item = {
+        "juminhyo_code": new,
+        "previous_juminhyo_code": old,
+        "change_reason": "juminhyo_code_henko",
+        "changed_on": "2026-10-30",
+        "request_id": "code-change-1",
+        "operator_id": "op1",
+        "terminal_id": "t1",
+        "update_seq": len(items) + 1,
+    }
+    r = post(client, [item])
+    assert r.status_code == 200, r.json
+    moved = service.store.get_current(new)
+    assert moved["my_number"] == person["my_number"]
+    assert moved["previous_juminhyo_code"] == old
+    assert service.store.get_current(old) is None

@@ -255,6 +255,7 @@ def make_bundle(wheels: list[Wheel], cache: Path) -> tuple[str, Path, bool]:
     if tar_path.exists() and (bundle / "SHA256SUMS").read_bytes() == sums:
         os.utime(bundle)  # recently used: kept by the pruning below
         return digest, tar_path, False
+    cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bundle.", dir=cache))
     try:
         with tarfile.open(work / "wheelhouse.tar", "w", format=tarfile.PAX_FORMAT) as tar:

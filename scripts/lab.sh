@@ -61,7 +61,7 @@ down() {
 
 provision() {
   say "throwaway lab PKI (.lab/pki, generated now, never committed)"
-  bash scripts/lab-pki.sh "$state/pki" >/dev/null
+  bash scripts/lab-pki.sh "$state/pki" cs1 10.233.10.10 >/dev/null
   ls "$state/pki" | tr '\n' ' '; echo
   say "ansible-playbook playbooks/site.yml -i inventories/lab"
   ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml -e jukics_lab_pki_dir="$state/pki" \

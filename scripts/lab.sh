@@ -15,9 +15,11 @@ export ANSIBLE_CONFIG=$root/ansible.cfg
 
 say() { printf '\n== %s\n' "$*"; }
 
+# name subnet bridge-MAC [options]. The bridges' MACs are pinned (a bridge otherwise takes the lowest
+# MAC of its ports) because the controller, reaching the lab through them, is on the MAC allowlist.
 networks=(
-  "jukics-internal 10.233.10.0/24"
-  "jukics-jukinet 10.233.20.0/24 --internal"
+  "jukics-internal 10.233.10.0/24 02:00:0a:e9:0a:01"
+  "jukics-jukinet 10.233.20.0/24 02:00:0a:e9:14:01 --internal"
 )
 # name  networks (name:ip=..,mac=..)
 hosts=(
@@ -31,7 +33,7 @@ up_infra() {
   say "networks and hosts"
   for n in "${networks[@]}"; do
     set -- $n
-    podman network exists "$1" || podman network create --subnet "$2" ${3:-} "$1" >/dev/null
+    podman network exists "$1" || podman network create --subnet "$2" ${4:-} "$1" >/dev/null
   done
   for h in "${hosts[@]}"; do
     set -- $h
@@ -41,6 +43,11 @@ up_infra() {
       podman run -d --name "$name" --hostname "${name#jukics-}" --systemd=always \
         --cap-add SYS_ADMIN --cap-add NET_ADMIN "$@" "$image" /sbin/init >/dev/null
     fi
+  done
+  for n in "${networks[@]}"; do
+    set -- $n
+    bridge=$(podman network inspect --format '{{.NetworkInterface}}' "$1")
+    ip link set dev "$bridge" address "$3"
   done
   for h in "${hosts[@]}"; do
     set -- $h

@@ -115,3 +115,11 @@ def test_cli_health_and_audit_verify(running_service):
     verify = running_service.jukics("audit", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "ok" in verify.stdout
+
+
+def test_cli_stats_gives_aggregate_counts_only(running_service):
+    out = running_service.jukics("stats")
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert set(stats) == {"residents", "deleted", "versions", "outbox_pending"}
+    assert stats["outbox_pending"]["prefecture"] == stats["outbox_pending"]["fuhyo"] == stats["versions"]

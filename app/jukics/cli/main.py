@@ -110,6 +110,16 @@ def cmd_audit_verify(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_PROBLEM
 
 
+def cmd_stats(config: Config, args: argparse.Namespace) -> int:
+    from jukics.service import Service
+
+    svc = Service(config)
+    # Aggregate counts only (「個人に着目した分析・統計は行わず」).
+    out = {**svc.store.stats(), "outbox_pending": svc.store.outbox_counts()}
+    _print_json(out)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jukics", description="jukics: the municipal CS appliance service")
     parser.add_argument("--config", "-c", default=os.environ.get("JUKICS_CONFIG", DEFAULT_CONFIG),
@@ -132,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("upgrade", cmd_db_upgrade, "apply pending schema migrations (idempotent)", db_sub)
 
     add("serve", cmd_serve, "run the service under gunicorn in the foreground")
+    add("stats", cmd_stats, "aggregate counts: residents, 消除者, versions, outbox messages pending per link")
     add("health", cmd_health, "check the database and the intake TLS listener; exit 1 when unhealthy")
     p = add("purge", cmd_purge, "purge history and 消除者 records past the retention period (150 years)")
     p.add_argument("--dry-run", action="store_true", help="report what would be purged, change nothing")

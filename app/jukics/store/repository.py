@@ -778,6 +778,12 @@ class ResidentStore:
             )
         return messages
 
+    def outbox_counts(self) -> dict[str, int]:
+        """Messages waiting per link (last written minus acknowledged sequence)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(outbox_head.c.link, outbox_head.c.last_seq, outbox_head.c.acked_seq)).all()
+        return {str(r.link): int(r.last_seq) - int(r.acked_seq) for r in rows}
+
     def outbox_ack(self, link: str, seq: int) -> int:
         """Mark ``link`` delivered up to ``seq`` and delete those messages (they hold personal data).
 

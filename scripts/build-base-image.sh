@@ -7,7 +7,7 @@ set -euo pipefail
 image=${JUKICS_BASE_IMAGE:-localhost/jukics-base:trixie}
 cache=${JUKICS_CACHE:-/var/cache/jukics}
 # What decides the image's content; bump recipe_version when the build steps change meaningfully.
-recipe_version=2
+recipe_version=3
 # python3-apt: Ansible's apt and package_facts modules; python3-venv: the service's venv.
 include=python3,python3-apt,python3-venv,systemd,systemd-sysv,dbus,nftables,iproute2,iputils-ping,openssh-server,ca-certificates,sudo,procps,gnupg
 recipe=$(printf '%s %s trixie\n' "$recipe_version" "$include" | sha256sum | cut -c1-16)
@@ -56,6 +56,7 @@ umount "$rootfs/proc"
 # No apt lists in the image, and no stamp claiming they are fresh (Ansible's apt cache_valid_time
 # would then skip the update and find no package).
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/periodic/*
+touch -d @0 "$rootfs"/var/lib/apt/lists  # its mtime is the fallback freshness stamp
 : > "$rootfs/etc/machine-id"
 # No kernel modules in containers: this unit can only fail there.
 ln -sf /dev/null "$rootfs/etc/systemd/system/systemd-modules-load.service"

@@ -14,13 +14,15 @@ result is printed as JSON for the verify playbook.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-TIMEOUT = 2.0
+# Seconds without an answer that count as "dropped" (FWLAB_TIMEOUT overrides; the netns tests use 1).
+TIMEOUT = float(os.environ.get("FWLAB_TIMEOUT", "2"))
 
 
 def listen(ports: list[int]) -> None:
@@ -51,7 +53,9 @@ def tcp(host: str, port: int) -> str:
 
 
 def icmp(host: str) -> str:
-    proc = subprocess.run(["ping", "-n", "-c", "1", "-W", str(int(TIMEOUT)), host], capture_output=True, check=False)
+    proc = subprocess.run(
+        ["ping", "-n", "-c", "1", "-W", str(max(1, round(TIMEOUT))), host], capture_output=True, check=False
+    )
     return "open" if proc.returncode == 0 else "dropped"
 
 

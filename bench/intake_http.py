@@ -341,14 +341,15 @@ def baseline(tmp: Path, bodies: list[bytes]) -> dict[str, Any]:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     from jukics.store import db
-    from jukics.store.crypto import FieldCipher, SearchHasher
+    from jukics.store.crypto import FieldCipher
+    from jukics.store.keyed_hash import PrecomputedSearchHasher
     from jukics.store.normalise import normalise
     from jukics.store.schema import resident_versions, residents_current
 
     engine = db.make_engine(f"sqlite:///{tmp}/baseline.db")
     db.upgrade(engine)
     cipher = FieldCipher(os.urandom(32))
-    hasher = SearchHasher(os.urandom(32))
+    hasher = PrecomputedSearchHasher(os.urandom(32))  # the class the store uses
 
     def h(field: str, value: object) -> bytes | None:
         return None if value in (None, "") else hasher.digest(field, normalise(field, value))

@@ -43,6 +43,11 @@ class IntakeUpdate:
     record: dict[str, object]
     meta: Mapping[str, object]
     request_fingerprint: str
+    #: ``store.request_digest(request_fingerprint)``, computed once for intake's own duplicate check
+    request_digest: bytes | None = None
+
+
+_FINGERPRINT_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def request_fingerprint(item: Mapping[str, Any]) -> str:
@@ -50,7 +55,7 @@ def request_fingerprint(item: Mapping[str, Any]) -> str:
 
     It holds personal data, so it never leaves memory: the store keeps only a keyed digest of it.
     """
-    return json.dumps(item, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return _FINGERPRINT_ENCODER.encode(item)  # = json.dumps(item, ...same options), without a new encoder
 
 
 def _refused(index: int, request_id: object, code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -152,6 +157,7 @@ class Intake:
                 meta={"request_id": rid, "operator_id": p.meta.operator_id, "terminal_id": p.meta.terminal_id,
                       "update_seq": p.meta.update_seq},
                 request_fingerprint=fingerprint,
+                request_digest=digest,
             )))
 
         if refusals:

@@ -44,18 +44,19 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from jukics.keystore.base import KeyStore
-from jukics.store.bulk import Prebuilt
 from jukics.store.clock import Clock, iso_utc, utc_now
 from jukics.store.crypto import SearchHasher
 from jukics.store.db import write_transaction
+from jukics.store.keyed_hash import PrecomputedSearchHasher
 from jukics.store.normalise import normalise
+from jukics.store.prebuilt_rows import PrebuiltRows
 from jukics.store.schema import audit_checkpoints, audit_head, audit_log
 
 log = logging.getLogger("jukics.audit")
 
 OUTCOMES: Final = ("ok", "refused", "error")
 CHECKPOINT_CONTEXT: Final = b"jukics audit checkpoint v1\n"
-_INSERT_AUDIT: Final = Prebuilt(insert(audit_log))
+_INSERT_AUDIT: Final = PrebuiltRows(insert(audit_log))
 
 #: Query keys whose values are stored in clear (they are not personal data). Every other value is
 #: replaced by a keyed hash: fail closed, so a new search field is never logged in clear by accident.
@@ -105,28 +106,57 @@ class AuditEvent:
     ts: datetime | None = None
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+# One encoder, built once (json.dumps builds a new one per call).
+_CANONICAL_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+_canonical: Final = _CANONICAL_ENCODER.encode
+#: The columns after ``seq`` and ``ts`` that the row hash covers, in order.
+_TAIL_COLUMNS: Final = ("actor", "terminal", "action", "purpose", "query", "target_ids", "result_count", "outcome",
+                        "code")
 
 
 def row_hash(prev_hash: bytes, row: Mapping[Any, Any]) -> bytes:
-    """SHA-256(prev_hash || canonical JSON of the row's columns); used by append and verify alike."""
-    body = _canonical(
-        [
-            row["seq"],
-            row["ts"],
-            row["actor"],
-            row["terminal"],
-            row["action"],
-            row["purpose"],
-            row["query"],
-            row["target_ids"],
-            row["result_count"],
-            row["outcome"],
-            row["code"],
-        ]
-    )
+    """SHA-256(prev_hash || canonical JSON of the row's columns); used by append and verify alike.
+
+    The canonical JSON is that of the list [seq, ts, actor, terminal, action, purpose, query,
+    target_ids, result_count, outcome, code].
+    """
+    body = _canonical([row["seq"], row["ts"], *(row[c] for c in _TAIL_COLUMNS)])
     return hashlib.sha256(prev_hash + body.encode("utf-8")).digest()
+
+
+def _scalar_json(value: Any) -> str:
+    # What the encoder writes for None and int, without building a C encoder for them (it does for
+    # every value that is not a str).
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return int.__repr__(value)
+    return _canonical(value)
+
+
+def _tail_json(columns: Sequence[Any]) -> str:
+    # The canonical JSON of a list is "[" + its items' JSON joined by "," + "]" (separators (",", ":")),
+    # so the part after seq and ts can be encoded before the chain position is known.
+    return ",".join(map(_scalar_json, columns))
+
+
+def _chained_hash(prev_hash: bytes, seq: int, ts: str, tail_json: str) -> bytes:
+    """``row_hash`` of a row whose columns after seq and ts encode to ``tail_json`` (same bytes)."""
+    body = f"[{seq},{_canonical(ts)},{tail_json}]"
+    return hashlib.sha256(prev_hash + body.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """An event with its stored columns computed (query sanitised, targets hashed, both as JSON).
+
+    Built by :meth:`AuditLog.prepare` outside the write transaction, so appending it under the lock
+    costs only the chain hash.
+    """
+
+    ts: str | None
+    columns: tuple[Any, ...]  # values of _TAIL_COLUMNS, in order
+    tail_json: str
 
 
 def checkpoint_digest(seq: int, chain_hash: bytes, ts: str) -> bytes:
@@ -143,7 +173,7 @@ class AuditLog:
 
     @classmethod
     def from_keystore(cls, engine: Engine, keystore: KeyStore, clock: Clock = utc_now) -> AuditLog:
-        return cls(engine, SearchHasher(keystore.audit_hmac_key()), clock)
+        return cls(engine, PrecomputedSearchHasher(keystore.audit_hmac_key()), clock)
 
     def target_id(self, juminhyo_code: str) -> str:
         """The keyed hash stored for a 住民票コード (hex). Search the log for a resident with this."""
@@ -162,24 +192,65 @@ class AuditLog:
                 clean[key] = "h:" + self.hasher.hexdigest(key, normalise(key, text))
         return clean
 
-    def _row(self, event: AuditEvent, seq: int, prev: bytes, default_ts: str) -> dict[str, Any]:
-        if event.outcome not in OUTCOMES:
+    def prepare(
+        self,
+        event: AuditEvent | None = None,
+        *,
+        actor: str = "",
+        terminal: str = "",
+        action: str = "",
+        purpose: str = "",
+        query_json: str | None = None,
+        target_ids_json: str | None = None,
+        result_count: int = 0,
+        outcome: str = "ok",
+        code: str | None = None,
+    ) -> PreparedEvent:
+        """The stored form of ``event`` (or of the keyword columns), ready for :meth:`append_many`.
+
+        ``query_json`` and ``target_ids_json`` are what :meth:`query_json` and
+        :meth:`target_ids_json` return, for callers that reuse them across several events.
+        """
+        ts = None
+        if event is not None:
+            ts = iso_utc(event.ts) if event.ts is not None else None
+            actor, terminal, action, purpose = event.actor, event.terminal, event.action, event.purpose
+            query_json = self.query_json(event.query)
+            target_ids_json = self.target_ids_json(event.targets)
+            result_count, outcome, code = event.result_count, event.outcome, event.code
+        if outcome not in OUTCOMES:
             raise ValueError(f"audit outcome must be one of {OUTCOMES}")
-        row: dict[str, Any] = {
-            "seq": seq,
-            "ts": iso_utc(event.ts) if event.ts is not None else default_ts,
-            "actor": str(event.actor)[:128],
-            "terminal": str(event.terminal)[:128],
-            "action": str(event.action)[:64],
-            "purpose": str(event.purpose)[:64],
-            "query": _canonical(self._sanitise_query(event.query)),
-            "target_ids": _canonical([self.target_id(t) for t in event.targets]),
-            "result_count": int(event.result_count),
-            "outcome": event.outcome,
-            "code": event.code[:48] if event.code else None,
-        }
+        columns = (
+            str(actor)[:128],
+            str(terminal)[:128],
+            str(action)[:64],
+            str(purpose)[:64],
+            query_json if query_json is not None else "{}",
+            target_ids_json if target_ids_json is not None else "[]",
+            int(result_count),
+            outcome,
+            code[:48] if code else None,
+        )
+        return PreparedEvent(ts, columns, _tail_json(columns))
+
+    def query_json(self, query: Mapping[str, Any]) -> str:
+        """The stored ``query`` column: sanitised (see :class:`AuditEvent`), canonical JSON."""
+        return _canonical(self._sanitise_query(query))
+
+    def target_ids_json(self, targets: Iterable[str]) -> str:
+        """The stored ``target_ids`` column: the keyed hashes of ``targets``, canonical JSON."""
+        hexes = [self.target_id(t) for t in targets]
+        # = _canonical(hexes): hex digits need no escaping
+        return '["' + '","'.join(hexes) + '"]' if hexes else "[]"
+
+    def _row(self, event: AuditEvent | PreparedEvent, seq: int, prev: bytes, default_ts: str) -> dict[str, Any]:
+        prepared = event if isinstance(event, PreparedEvent) else self.prepare(event)
+        ts = prepared.ts if prepared.ts is not None else default_ts
+        row: dict[str, Any] = dict(zip(_TAIL_COLUMNS, prepared.columns, strict=True))
+        row["seq"] = seq
+        row["ts"] = ts
         row["prev_hash"] = prev
-        row["hash"] = row_hash(prev, row)
+        row["hash"] = _chained_hash(prev, seq, ts, prepared.tail_json)
         return row
 
     @staticmethod
@@ -190,17 +261,20 @@ class AuditLog:
         ).one()
         return int(head.seq), bytes(head.hash)
 
-    def append(self, event: AuditEvent, conn: Connection | None = None) -> int:
+    def append(self, event: AuditEvent | PreparedEvent, conn: Connection | None = None) -> int:
         """Append one event; returns its seq. With ``conn``, inside the caller's (write) transaction."""
         return self.append_many([event], conn)[0]
 
-    def append_many(self, events: Iterable[AuditEvent], conn: Connection | None = None) -> list[int]:
+    def append_many(
+        self, events: Iterable[AuditEvent | PreparedEvent], conn: Connection | None = None
+    ) -> list[int]:
         """Append events in order with one insert and one head update; returns their seqs.
 
-        With ``conn`` the rows join the caller's transaction (which must come from
-        :func:`jukics.store.db.write_transaction` on SQLite, so it holds the write lock).
+        Each event becomes one row of the chain. With ``conn`` the rows join the caller's transaction
+        (which must come from :func:`jukics.store.db.write_transaction` on SQLite, so it holds the
+        write lock). Events prepared beforehand (:meth:`prepare`) cost only their chain hash here.
         """
-        batch = list(events)
+        batch = [e if isinstance(e, PreparedEvent) else self.prepare(e) for e in events]
         if not batch:
             return []
         if conn is None:
@@ -208,7 +282,7 @@ class AuditLog:
                 return self._append(own, batch)
         return self._append(conn, batch)
 
-    def _append(self, conn: Connection, events: list[AuditEvent]) -> list[int]:
+    def _append(self, conn: Connection, events: list[PreparedEvent]) -> list[int]:
         seq, prev = self.lock_head(conn)
         now = iso_utc(self.clock())
         rows = []

@@ -86,8 +86,10 @@ def parse_date(value: str, *, field: str | None = None, not_after: dt.date | Non
     """
     if not isinstance(value, str):
         raise DomainError("E_TYPE", field)
-    text = unicodedata.normalize("NFKC", value).strip()
-    if m := _ISO.fullmatch(text):
+    # An ASCII ISO date (the usual case) is its own NFKC form and has nothing to strip.
+    m = _ISO.fullmatch(value)
+    text = value if m else unicodedata.normalize("NFKC", value).strip()
+    if m or (m := _ISO.fullmatch(text)):
         date = _make(int(m[1]), int(m[2]), int(m[3]), field)
     elif m := _KANJI.fullmatch(text):
         date = _from_era(_BY_KEY[m[1]], m[2], int(m[3]), int(m[4]), field)

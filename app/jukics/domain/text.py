@@ -50,6 +50,11 @@ _REFUSED_CHAR: Final = frozenset({"Cs", "Co"})
 
 
 def _check_chars(text: str, field: str | None) -> None:
+    # Fast path (C speed): str.isprintable() is False for every character of the categories Cc, Cf,
+    # Cs, Co, Zl and Zp (and for Cn and the separators Zs other than U+0020); the ideographic space
+    # U+3000 (Zs) of names is the one separator text usually holds. True means nothing to refuse.
+    if text.replace(_IDEOGRAPHIC_SPACE, " ").isprintable():
+        return
     for ch in text:
         category = unicodedata.category(ch)
         if category in _REFUSED_CONTROL:
@@ -59,6 +64,15 @@ def _check_chars(text: str, field: str | None) -> None:
 
 
 def _collapse_spaces(text: str, field: str | None) -> str:
+    # str.split() splits on the same whitespace as the regex's \s (controls were refused earlier) and
+    # drops leading and trailing runs, which is what the substitution plus strip gives when there is
+    # no inner run (one part) or when every run becomes U+3000 (name fields).
+    parts = text.split()
+    if len(parts) <= 1:
+        return parts[0] if parts else ""
+    if field in NAME_FIELDS:
+        return _IDEOGRAPHIC_SPACE.join(parts)
+
     def one(m: re.Match[str]) -> str:
         if field in NAME_FIELDS or _IDEOGRAPHIC_SPACE in m[0]:
             return _IDEOGRAPHIC_SPACE

@@ -61,14 +61,16 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
-from jukics.audit.chain import AuditEvent, AuditLog
+from jukics.audit.chain import AuditEvent, AuditLog, PreparedEvent
 from jukics.domain import fields
 from jukics.keystore.base import KeyStore
 from jukics.store.bulk import Prebuilt
 from jukics.store.clock import Clock, iso_utc, utc_now
 from jukics.store.crypto import FieldCipher, SearchHasher
 from jukics.store.db import write_transaction
+from jukics.store.keyed_hash import PrecomputedSearchHasher
 from jukics.store.normalise import normalise
+from jukics.store.prebuilt_rows import PrebuiltRows
 from jukics.store.schema import (
     applied_requests,
     outbox,
@@ -84,6 +86,7 @@ META_FIELDS: Final = ("request_id", "operator_id", "terminal_id", "update_seq")
 #: Link name -> items of its message. 附票 never carries 個人番号 (seed 004).
 LINK_ITEMS: Final[dict[str, tuple[str, ...]]] = {"prefecture": fields.F2_ITEMS, "fuhyo": fields.FUHYO_ITEMS}
 _CHUNK: Final = 500  # IN-list size per SELECT (well under SQLite's variable limit)
+_CODE_HASH_MEMO: Final = 20_000  # at most this many 住民票コード hashes remembered (about 2 batches)
 _DERIVED: Final = frozenset({"timestamp", "record_status"})
 
 # Stable codes. Those shared with validation are the codes of jukics.domain.errors.ERROR_CODES, so
@@ -175,6 +178,11 @@ class _Prepared:
     hashes: dict[str, bytes | None]
     change_reason: str | None
     changed_on: str | None
+    #: the audit record's query and targets (JSON), computed before the write lock is taken
+    audit_query: str
+    audit_targets: str
+    #: the audit record if the item applies (the usual outcome), also prepared beforehand
+    applied_event: PreparedEvent
 
 
 @dataclass
@@ -198,8 +206,10 @@ def _json_default(value: Any) -> Any:
     raise TypeError("value is not JSON serialisable")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=_json_default)
+# Built once: json.dumps would build a new encoder for every record.
+_dumps: Final = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=_json_default
+).encode
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -246,10 +256,10 @@ _UPDATE_CURRENT = Prebuilt(
     .where(cur.code_hash == bindparam("k_code_hash"))
     .values({name: bindparam("k_" + name) for name in _CURRENT_COLUMNS})
 )
-_INSERT_VERSIONS = Prebuilt(insert(resident_versions))
-_INSERT_CURRENT = Prebuilt(insert(residents_current))
-_INSERT_APPLIED = Prebuilt(insert(applied_requests))
-_INSERT_OUTBOX = Prebuilt(insert(outbox))
+_INSERT_VERSIONS = PrebuiltRows(insert(resident_versions))
+_INSERT_CURRENT = PrebuiltRows(insert(residents_current))
+_INSERT_APPLIED = PrebuiltRows(insert(applied_requests))
+_INSERT_OUTBOX = PrebuiltRows(insert(outbox))
 _KNOWN_FIELDS: Final = frozenset(fields.LABELS)
 _READ_COLUMNS = (cur.code_hash, cur.status, ver.update_seq, ver.recorded_at, ver.record_ct)
 _JOINED = residents_current.join(resident_versions, ver.id == cur.version_id)
@@ -303,13 +313,16 @@ class ResidentStore:
         self.hasher = hasher
         self.clock = clock
         self.audit = audit if audit is not None else AuditLog(engine, hasher, clock)
+        # 住民票コード -> its search hash, shared by the reads and the write of one intake batch
+        # (each code is hashed once per batch, not three times); emptied after every batch.
+        self._code_hashes: dict[str, bytes] = {}
 
     @classmethod
     def from_keystore(cls, engine: Engine, keystore: KeyStore, clock: Clock = utc_now) -> ResidentStore:
         return cls(
             engine,
             FieldCipher(keystore.data_key()),
-            SearchHasher(keystore.hmac_key()),
+            PrecomputedSearchHasher(keystore.hmac_key()),
             clock,
             audit=AuditLog.from_keystore(engine, keystore, clock),
         )
@@ -330,7 +343,12 @@ class ResidentStore:
         return out
 
     def code_hash(self, juminhyo_code: str) -> bytes:
-        return self.hasher.digest("juminhyo_code", normalise("juminhyo_code", juminhyo_code))
+        found = self._code_hashes.get(juminhyo_code)
+        if found is None:
+            found = self.hasher.digest("juminhyo_code", normalise("juminhyo_code", juminhyo_code))
+            if len(self._code_hashes) < _CODE_HASH_MEMO:
+                self._code_hashes[juminhyo_code] = found
+        return found
 
     def _hash(self, name: str, value: Any) -> bytes | None:
         if value is None or value == "":
@@ -350,7 +368,7 @@ class ResidentStore:
 
     # ---- intake --------------------------------------------------------------------------------
 
-    def _prepare(self, index: int, update_: Any) -> _Prepared:
+    def _prepare(self, index: int, update_: Any, actor: str, terminal: str) -> _Prepared:
         kind = _get(update_, "kind")
         if kind not in KINDS:
             raise _BadUpdate("kind must be create, change or delete")
@@ -384,18 +402,32 @@ class ResidentStore:
         content = {k: v for k, v in record.items() if k not in META_FIELDS and k not in _DERIVED}
         content["juminhyo_code"] = code
         fingerprint = _get(update_, "request_fingerprint")
+        digest = _get(update_, "request_digest")
         try:
-            # Intake passes the canonical form of the request as received, so a retried request is
-            # recognised whatever was applied since; other callers are fingerprinted by content.
-            digest = (
-                self.request_digest(fingerprint)
-                if isinstance(fingerprint, str)
-                else self.hasher.digest("request-content", _dumps([kind, seq, content]))
-            )
+            # Intake passes the canonical form of the request as received (and its digest, which it
+            # computed for its own duplicate check), so a retried request is recognised whatever was
+            # applied since; other callers are fingerprinted by content.
+            if not isinstance(digest, bytes):
+                digest = (
+                    self.request_digest(fingerprint)
+                    if isinstance(fingerprint, str)
+                    else self.hasher.digest("request-content", _dumps([kind, seq, content]))
+                )
             stored = dict(content, **values)
             code_hash = self.code_hash(code)
             lookup_hash = code_hash if lookup == code else self.code_hash(lookup)
             record_ct = self.cipher.encrypt(code_hash.hex(), "record", _dumps(stored), version=seq)
+            change_reason = None if content.get("change_reason") is None else str(content["change_reason"])[:32]
+            audit_query = self.audit.query_json(
+                {
+                    "request_id": values["request_id"],
+                    "update_seq": seq,
+                    "operator_id": values["operator_id"],
+                    "terminal_id": values["terminal_id"],
+                    "change_reason": change_reason,
+                }
+            )
+            audit_targets = self.audit.target_ids_json([code] if lookup == code else [code, lookup])
             prepared = _Prepared(
                 index=index,
                 kind=kind,
@@ -410,8 +442,14 @@ class ResidentStore:
                 digest=digest,
                 record_ct=record_ct,
                 hashes=self._search_hashes(content),
-                change_reason=None if content.get("change_reason") is None else str(content["change_reason"])[:32],
+                change_reason=change_reason,
                 changed_on=None if content.get("changed_on") is None else str(content["changed_on"])[:10],
+                audit_query=audit_query,
+                audit_targets=audit_targets,
+                applied_event=self.audit.prepare(
+                    actor=actor, terminal=terminal, action=f"intake.{kind}", purpose="F1", query_json=audit_query,
+                    target_ids_json=audit_targets, result_count=1, outcome="ok",
+                ),
             )
         except (TypeError, ValueError):
             raise _BadUpdate("the record holds a value that cannot be stored (not JSON data)") from None
@@ -430,7 +468,7 @@ class ResidentStore:
         refused_events: dict[int, AuditEvent] = {}
         for index, update_ in enumerate(updates):
             try:
-                prepared.append(self._prepare(index, update_))
+                prepared.append(self._prepare(index, update_, actor, terminal))
             except _BadUpdate as exc:
                 request_id = _get(_get(update_, "meta") or {}, "request_id")
                 rid = request_id if isinstance(request_id, str) else None
@@ -463,29 +501,21 @@ class ResidentStore:
                 self.audit.append_many(events)
             except Exception as audit_exc:
                 log.critical("audit append failed after a rolled-back batch (%s)", type(audit_exc).__name__)
+        finally:
+            self._code_hashes.clear()
         out = [results[i] for i in range(len(updates))]
         counts = {s: sum(1 for r in out if r.status == s) for s in ("applied", "duplicate", "refused", "error")}
         log.info("intake batch: %s", " ".join(f"{k}={v}" for k, v in counts.items()))
         return out
 
-    @staticmethod
-    def _event(p: _Prepared, actor: str, terminal: str, outcome: str, code: str | None, count: int) -> AuditEvent:
-        return AuditEvent(
-            actor=actor,
-            terminal=terminal,
-            action=f"intake.{p.kind}",
-            purpose="F1",
-            query={
-                "request_id": p.request_id,
-                "update_seq": p.update_seq,
-                "operator_id": p.operator_id,
-                "terminal_id": p.terminal_id,
-                "change_reason": p.change_reason,
-            },
-            targets=[p.code] if p.lookup_code == p.code else [p.code, p.lookup_code],
-            result_count=count,
-            outcome=outcome,
-            code=code,
+    def _event(
+        self, p: _Prepared, actor: str, terminal: str, outcome: str, code: str | None, count: int
+    ) -> PreparedEvent:
+        # query: request_id, update_seq, operator_id, terminal_id, change_reason; targets: the
+        # 住民票コード (and the old one for 住民票コードの変更). Both prepared in _prepare.
+        return self.audit.prepare(
+            actor=actor, terminal=terminal, action=f"intake.{p.kind}", purpose="F1", query_json=p.audit_query,
+            target_ids_json=p.audit_targets, result_count=count, outcome=outcome, code=code,
         )
 
     def _load_states(self, conn: Connection, prepared: list[_Prepared]) -> dict[bytes, _State]:
@@ -509,7 +539,7 @@ class ResidentStore:
         actor: str,
         terminal: str,
         refused_events: dict[int, AuditEvent],
-    ) -> tuple[dict[int, ItemResult], list[AuditEvent]]:
+    ) -> tuple[dict[int, ItemResult], list[AuditEvent | PreparedEvent]]:
         AuditLog.lock_head(conn)  # PostgreSQL: serialise writers first, before reading any state
         now = iso_utc(self.clock())
         states: dict[bytes, _State | None] = dict(self._load_states(conn, prepared))
@@ -527,7 +557,7 @@ class ResidentStore:
         heads = {r.link: int(r.last_seq) for r in conn.execute(select(outbox_head.c.link, outbox_head.c.last_seq))}
 
         results: dict[int, ItemResult] = {}
-        events: dict[int, AuditEvent] = dict(refused_events)
+        events: dict[int, AuditEvent | PreparedEvent] = dict(refused_events)
         version_rows: list[dict[str, Any]] = []
         current_rows: dict[bytes, dict[str, Any] | None] = {}  # None: remove the row (code changed)
         applied_rows: list[dict[str, Any]] = []
@@ -608,7 +638,7 @@ class ResidentStore:
             applied[p.request_id] = (p.digest, version)
             next_id += 1
             results[p.index] = ItemResult(p.index, p.request_id, "applied", None, version, "")
-            events[p.index] = self._event(p, actor, terminal, "ok", None, 1)
+            events[p.index] = p.applied_event
 
         if version_rows:
             _INSERT_VERSIONS.executemany(conn, version_rows)
@@ -685,6 +715,7 @@ class ResidentStore:
 
     def get_current_many(self, juminhyo_codes: Iterable[str]) -> dict[str, dict]:
         """{住民票コード: record} for those of ``juminhyo_codes`` that have a record (one query per 500)."""
+        self._code_hashes.clear()  # a new batch starts: remember its codes' hashes only
         by_hash = {self.code_hash(c): c for c in juminhyo_codes}
         found: dict[str, dict] = {}
         keys = list(by_hash)

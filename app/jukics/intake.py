@@ -14,8 +14,8 @@ Flow for one batch (the HTTP resource only parses the envelope):
 5. The store applies the valid updates in one transaction per batch (history, current, outbox for
    F2 and 附票, audit); it repeats the idempotency and sequence checks under its write lock.
 
-Refusals of steps 1-4 are appended to the audit chain as well: every operation, refused ones
-included, leaves one audit record.
+Refusals of steps 1-4, and the duplicates found in step 2-3, are appended to the audit chain as
+well: every item, refused ones included, leaves one audit record.
 """
 
 from __future__ import annotations
@@ -28,7 +28,15 @@ from typing import Any
 
 from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.domain.errors import DomainError
-from jukics.domain.validate import ParsedItem, Update, Validators, apply_to_current, check_sequence, parse_item
+from jukics.domain.validate import (
+    ParsedItem,
+    Update,
+    Validators,
+    apply_to_current,
+    check_sequence,
+    is_meta_text,
+    parse_item,
+)
 from jukics.store.repository import E_REQUEST_ID_REUSED, STORE_ERROR_CODES, ResidentStore
 
 
@@ -60,7 +68,7 @@ def request_fingerprint(item: Mapping[str, Any]) -> str:
 
 def _refused(index: int, request_id: object, code: str, message: str, field: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"index": index, "status": "refused", "code": code, "message": message}
-    if isinstance(request_id, str):
+    if is_meta_text(request_id):  # a malformed one is not echoed: it could be any text, even unencodable
         out["request_id"] = request_id
     if field is not None:
         out["field"] = field
@@ -94,17 +102,32 @@ class Intake:
     def submit(self, items: Sequence[Any], *, client: str) -> dict[str, Any]:
         today = self.today()
         results: dict[int, dict[str, Any]] = {}
-        refusals: list[AuditEvent] = []
+        refusals: list[AuditEvent] = []  # and duplicates: every item leaves one audit record
 
         def refuse(index: int, item: Any, code: str, message: str, field: str | None) -> None:
             rid = item.get("request_id") if isinstance(item, Mapping) else None
             results[index] = _refused(index, rid, code, message, field)
             target = item.get("juminhyo_code") if isinstance(item, Mapping) else None
             refusals.append(
+                # A request id that is not well-formed is not logged: it could be anything (a huge
+                # string, personal data, text that is not even encodable), and the code says why.
                 AuditEvent(actor=client, terminal=self.terminal, action="intake.item", purpose="F1",
-                           query={"request_id": rid if isinstance(rid, str) else None},
+                           query={"request_id": rid if is_meta_text(rid) else None},
                            targets=[target] if isinstance(target, str) and target.isdigit() else [],
                            outcome="refused", code=code)
+            )
+
+        def duplicate(index: int, p: ParsedItem) -> None:
+            rid = p.meta.request_id
+            results[index] = {"index": index, "request_id": rid, "status": "duplicate", "message": "already applied"}
+            code = str(p.values["juminhyo_code"])
+            refusals.append(  # the same record the store writes for a duplicate it finds itself
+                AuditEvent(actor=client, terminal=self.terminal, action=f"intake.{p.reason.kind}", purpose="F1",
+                           query={"request_id": rid, "update_seq": p.meta.update_seq,
+                                  "operator_id": p.meta.operator_id, "terminal_id": p.meta.terminal_id,
+                                  "change_reason": p.reason.code},
+                           targets=[code] if p.lookup_code == code else [code, p.lookup_code],
+                           result_count=0, outcome="ok", code="I_DUPLICATE")
             )
 
         parsed: list[tuple[int, ParsedItem, str]] = []
@@ -127,8 +150,7 @@ class Intake:
             earlier = applied_before.get(rid) or seen.get(rid)
             if earlier is not None:
                 if earlier == digest:
-                    results[index] = {"index": index, "request_id": rid, "status": "duplicate",
-                                      "message": "already applied"}
+                    duplicate(index, p)
                 else:
                     refuse(index, {"request_id": rid, "juminhyo_code": p.lookup_code}, E_REQUEST_ID_REUSED,
                            STORE_ERROR_CODES[E_REQUEST_ID_REUSED], "request_id")
@@ -139,8 +161,7 @@ class Intake:
                 last_rid = stored.get("request_id") if stored else None
                 if check_sequence(last_seq, p.meta.update_seq, last_request_id=last_rid,
                                   new_request_id=rid) == "duplicate":
-                    results[index] = {"index": index, "request_id": rid, "status": "duplicate",
-                                      "message": "already applied"}
+                    duplicate(index, p)
                     continue
                 update: Update = apply_to_current(p, current=stored)
             except DomainError as exc:

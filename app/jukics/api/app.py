@@ -18,6 +18,7 @@ from jukics.api.errors import ApiError
 from jukics.api.identity import IdentitySource, PeerIdentity
 
 MAX_BATCH_ITEMS = 5000
+MAX_BATCH_ID = 64  # characters (intake.yaml: batch_id maxLength)
 
 
 class IntakeService(Protocol):
@@ -55,6 +56,17 @@ def _read_json(req: falcon.Request, max_bytes: int) -> Any:
         raise ApiError("E_JSON_MALFORMED") from None
 
 
+def _is_batch_id(value: object) -> bool:
+    # It is echoed in the response, so it must be text that can be written back (no lone surrogate).
+    if not isinstance(value, str) or len(value) > MAX_BATCH_ID:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class HealthResource:
     def __init__(self, deps: AppDeps) -> None:
         self.deps = deps
@@ -81,6 +93,8 @@ class IntakeUpdatesResource:
             shape_ok = isinstance(body, dict) and not set(body) - {"items", "batch_id"}
             if not shape_ok or not isinstance(body.get("items"), list):
                 raise ApiError("E_BODY_SHAPE", 'expected {"items": [...]} (and optionally "batch_id")')
+            if "batch_id" in body and not _is_batch_id(body["batch_id"]):
+                raise ApiError("E_BODY_SHAPE", "batch_id must be a string of at most 64 characters")
             items = body["items"]
             if not items:
                 raise ApiError("E_BATCH_EMPTY")

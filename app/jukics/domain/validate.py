@@ -211,6 +211,11 @@ def _reason(value: object, name: str, v: Validators) -> str:
     return str(value)
 
 
+def is_meta_text(value: object) -> bool:
+    """True when ``value`` is a well-formed 依頼管理番号/操作者ID/操作端末ID (1-64 printable ASCII)."""
+    return isinstance(value, str) and _META_TEXT.fullmatch(value) is not None
+
+
 def _meta_text(value: object, name: str, v: Validators) -> str:
     if not _META_TEXT.fullmatch(_need_str(value, name)):
         raise DomainError("E_META_INVALID", name)
@@ -268,28 +273,44 @@ def _safe_key(key: str) -> str | None:
     return key if _SAFE_KEY.fullmatch(key) else None
 
 
+_ABSENT: Final = object()
+_DATE_ORDER: Final = tuple(f for f in _FIELD_ORDER if f in DATE_FIELDS)
+_REQUIRED_BY_REASON: dict[str, tuple[str, ...]] = {}
+
+
+def _required_fields(reason: Reason) -> tuple[str, ...]:
+    """The fields ``reason`` requires (its own and, for a create, ``CREATE_REQUIRED``), in field order."""
+    found = _REQUIRED_BY_REASON.get(reason.code)
+    if found is None:
+        required = set(reason.requires) | (CREATE_REQUIRED if reason.kind == "create" else set())
+        found = _REQUIRED_BY_REASON[reason.code] = tuple(n for n in _FIELD_ORDER if n in required)
+    return found
+
+
 def parse_item(item: Mapping[str, object], *, validators: Validators, today: dt.date) -> ParsedItem:
     """Steps 1-6 of the module doc: everything that needs no stored record. Raises ``DomainError``."""
     if not isinstance(item, Mapping):
         raise DomainError("E_TYPE")
-    for key in item:
-        if not isinstance(key, str):
-            raise DomainError("E_TYPE")
-    for key in sorted(item):
-        if key not in fields.INTAKE_FIELDS:
-            raise DomainError("E_FIELD_NOT_ALLOWED", _safe_key(key))
+    if not item.keys() <= fields.INTAKE_FIELDS:  # (a set test; the loops find which key is wrong)
+        for key in item:
+            if not isinstance(key, str):
+                raise DomainError("E_TYPE")
+        for key in sorted(item):
+            if key not in fields.INTAKE_FIELDS:
+                raise DomainError("E_FIELD_NOT_ALLOWED", _safe_key(key))
+    get = item.get
     for name in fields.REQUIRED_WRITE_META:
-        if item.get(name) is None:
+        if get(name) is None:
             raise DomainError("E_META_MISSING", name)
     for name in ITEM_REQUIRED:
-        if item.get(name) is None:
+        if get(name) is None:
             raise DomainError("E_MISSING_FIELD", name)
 
     values: dict[str, object] = {}
     for name in _FIELD_ORDER:
-        if name not in item:
+        raw = get(name, _ABSENT)
+        if raw is _ABSENT:
             continue
-        raw = item[name]
         if raw is None:
             if name not in NULLABLE_FIELDS:
                 raise DomainError("E_MISSING_FIELD", name)
@@ -304,18 +325,18 @@ def parse_item(item: Mapping[str, object], *, validators: Validators, today: dt.
 
     reason = get_reason(str(values["change_reason"]))
     assert reason is not None  # checked by _reason
-    required = set(reason.requires) | (CREATE_REQUIRED if reason.kind == "create" else set())
-    for name in _FIELD_ORDER:
-        if name in required and values.get(name) is None:
+    for name in _required_fields(reason):
+        if values.get(name) is None:
             raise DomainError("E_MISSING_FIELD", name)
 
     iso_today = today.isoformat()
-    for name in _FIELD_ORDER:
-        if name in DATE_FIELDS and values.get(name) is not None:
+    for name in _DATE_ORDER:
+        value = values.get(name)
+        if value is not None:
             limit = iso_today
             if name == "changed_on" and reason.future_days:
                 limit = (today + dt.timedelta(days=reason.future_days)).isoformat()
-            if str(values[name]) > limit:
+            if str(value) > limit:
                 raise DomainError("E_DATE_FUTURE", name)
     for name, fixed in reason.sets.items():
         if name in values and values[name] != fixed:
@@ -408,7 +429,7 @@ def apply_to_current(parsed: ParsedItem, *, current: Mapping[str, Any] | None) -
         if reason.kind == "change" and not changed:
             raise DomainError("E_NO_CHANGE")
 
-    record: dict[str, object] = {name: None for name in RECORD_FIELDS}
+    record: dict[str, object] = dict.fromkeys(RECORD_FIELDS)
     record.update(new)
     for name in ("change_reason", "changed_on", "notified_on", "request_id", "operator_id", "terminal_id",
                  "update_seq"):

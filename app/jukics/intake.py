@@ -186,8 +186,17 @@ class Intake:
         if to_store:
             stored_results = self.store.apply_batch([u for _, u in to_store], actor=client, terminal=self.terminal)
             for (index, _), r in zip(to_store, stored_results, strict=True):
-                out = {k: v for k, v in r.as_dict().items() if v is not None and v != ""}
-                results[index] = {**out, "index": index}
+                out: dict[str, Any] = {"index": index}
+                if r.request_id:
+                    out["request_id"] = r.request_id
+                out["status"] = r.status
+                if r.code is not None:
+                    out["code"] = r.code
+                if r.version is not None:
+                    out["version"] = r.version
+                if r.message:
+                    out["message"] = r.message
+                results[index] = out
         ordered = [results[i] for i in range(len(items))]
         counts = {s: sum(1 for r in ordered if r["status"] == s) for s in ("applied", "duplicate", "refused", "error")}
         return {"results": ordered, **counts}

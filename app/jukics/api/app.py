@@ -101,7 +101,7 @@ class IntakeUpdatesResource:
             if len(items) > MAX_BATCH_ITEMS:
                 raise ApiError("E_BATCH_TOO_LARGE", f"at most {MAX_BATCH_ITEMS} items per batch")
         except ApiError as exc:
-            self.deps.intake.refuse_request(client=client, code=exc.code)
+            self.deps.intake.refuse_request(client=client, code=str(exc.code))
             raise
         outcome = self.deps.intake.submit(items, client=client)
         if isinstance(body.get("batch_id"), str):

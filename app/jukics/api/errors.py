@@ -34,7 +34,7 @@ class ApiError(falcon.HTTPError):
     def __init__(self, code: str, message: str | None = None, **extra: Any) -> None:
         status, description = API_ERRORS[code]
         super().__init__(status, title=code, description=message or description)
-        self.code = code
+        self.code = code  # type: ignore[assignment]  # our stable string code, in place of falcon's number
         self.extra = extra
 
     def to_dict(self, obj_type: type = dict) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 ``apply_batch`` semantics (SPEC §3, §6 "nothing lost or half-written"):
 
 1. **Prepare** (no lock held): each item is checked for shape, its record is serialised and
-   encrypted, its search hashes and outbox messages computed. An item that fails here is refused
+   encrypted, its search hashes computed, and its audit record prepared (query and targets hashed
+   and encoded; only the chain hash is left for the lock). An item that fails here is refused
    (``E_BAD_UPDATE``) and contributes nothing.
 2. **Decide and write** in ONE write transaction: the state of every resident, request id and
    個人番号 of the batch is read with one bulk SELECT each, then the items are decided in order
@@ -53,9 +54,10 @@ Messages (``ItemResult.message``, logs) never contain personal data.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -194,6 +196,10 @@ class _State:
     my_number_hash: bytes | None
 
 
+def _attribute(obj: Any, name: str) -> Any:
+    return getattr(obj, name, None)
+
+
 def _get(obj: Any, name: str) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(name)
@@ -206,10 +212,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError("value is not JSON serialisable")
 
 
-# Built once: json.dumps would build a new encoder for every record.
+# Built once: json.dumps would build a new encoder for every record. _dumps is canonical (sorted
+# keys, for digests); a stored record needs no key order (it is decoded into a dict), so it skips
+# the sort.
 _dumps: Final = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=_json_default
 ).encode
+_record_json: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default).encode
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -369,19 +378,22 @@ class ResidentStore:
     # ---- intake --------------------------------------------------------------------------------
 
     def _prepare(self, index: int, update_: Any, actor: str, terminal: str) -> _Prepared:
-        kind = _get(update_, "kind")
+        attr: Callable[[str], Any] = (
+            update_.get if isinstance(update_, Mapping) else functools.partial(_attribute, update_)
+        )
+        kind = attr("kind")
         if kind not in KINDS:
             raise _BadUpdate("kind must be create, change or delete")
-        record = _get(update_, "record")
+        record = attr("record")
         if not isinstance(record, Mapping):
             raise _BadUpdate("record must be an object")
-        meta = _get(update_, "meta") or {}
-        code = _get(update_, "juminhyo_code") or record.get("juminhyo_code")
+        meta = attr("meta") or {}
+        code = attr("juminhyo_code") or record.get("juminhyo_code")
         if not isinstance(code, str) or not code:
             raise _BadUpdate("juminhyo_code is missing")
         if record.get("juminhyo_code") not in (None, code):
             raise _BadUpdate("record.juminhyo_code differs from the update's juminhyo_code")
-        lookup = _get(update_, "lookup_code") or code
+        lookup = attr("lookup_code") or code
         if not isinstance(lookup, str):
             raise _BadUpdate("lookup_code must be a 住民票コード")
         unknown = record.keys() - _KNOWN_FIELDS
@@ -389,7 +401,8 @@ class ResidentStore:
             raise _BadUpdate(f"{len(unknown)} unknown field name(s) in the record")
         values: dict[str, Any] = {}
         for name in META_FIELDS:
-            values[name] = _get(meta, name) if _get(meta, name) is not None else record.get(name)
+            value = _get(meta, name)
+            values[name] = value if value is not None else record.get(name)
         for name in ("request_id", "operator_id", "terminal_id"):
             if not isinstance(values[name], str) or not values[name]:
                 raise _BadUpdate(f"{name} ({fields.LABELS[name]}) is missing")
@@ -401,8 +414,8 @@ class ResidentStore:
 
         content = {k: v for k, v in record.items() if k not in META_FIELDS and k not in _DERIVED}
         content["juminhyo_code"] = code
-        fingerprint = _get(update_, "request_fingerprint")
-        digest = _get(update_, "request_digest")
+        fingerprint = attr("request_fingerprint")
+        digest = attr("request_digest")
         try:
             # Intake passes the canonical form of the request as received (and its digest, which it
             # computed for its own duplicate check), so a retried request is recognised whatever was
@@ -416,7 +429,7 @@ class ResidentStore:
             stored = dict(content, **values)
             code_hash = self.code_hash(code)
             lookup_hash = code_hash if lookup == code else self.code_hash(lookup)
-            record_ct = self.cipher.encrypt(code_hash.hex(), "record", _dumps(stored), version=seq)
+            record_ct = self.cipher.encrypt(code_hash.hex(), "record", _record_json(stored), version=seq)
             change_reason = None if content.get("change_reason") is None else str(content["change_reason"])[:32]
             audit_query = self.audit.query_json(
                 {

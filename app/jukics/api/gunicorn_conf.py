@@ -5,6 +5,7 @@ Everything comes from the jukics TOML named by $JUKICS_CONFIG, so there is one s
 
 from __future__ import annotations
 
+import gc
 import os
 import ssl
 from typing import Any
@@ -43,3 +44,18 @@ _tls = CachedContext(
 
 def ssl_context(conf: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
     return _tls.get()
+
+
+# Garbage collection in the workers. An intake batch allocates some 100,000 short-lived objects
+# (dicts, strings) and frees them by reference counting; with the default thresholds the cycle
+# collector still runs hundreds of times per batch, and now and then walks every object of the
+# loaded app (SQLAlchemy, Falcon, cryptography). After the app is loaded, freeze what exists (never
+# scanned again) and collect the young generation every 50,000 allocations instead of 700. Measured
+# (bench/README.md): about 3 % less server CPU per intake record, 385 -> 374 us.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def post_worker_init(worker: Any) -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -54,7 +54,7 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
   "$venv/bin/pip" install -q --disable-pip-version-check \
     -r "$here/requirements/tools.txt" -r "$here/requirements/app.txt" 2>&1 | grep -v "is ignored" || true
-  "$venv/bin/python" -c "import molecule, falcon, sqlalchemy, ansiblelint"
+  "$venv/bin/python" -c "import molecule, falcon, sqlalchemy, ansiblelint, tpm2_pytss"
   touch "$venv/.complete"   # only a venv that finished installing is reused
 fi
 ln -sfn "$venv" "$here/.venv"

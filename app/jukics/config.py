@@ -120,6 +120,38 @@ def _check_municipality_code(code: str) -> bool:
     return (11 - total % 11) % 10 == int(code[5])
 
 
+def _tpm_keystore_problems(keystore: Mapping[str, Any]) -> list[str]:
+    problems = []
+    tcti = keystore.get("tcti")
+    if not isinstance(tcti, str) or not tcti:
+        problems.append("keystore.tcti: missing (e.g. 'device:/dev/tpmrm0' or 'tabrmd' for swtpm through tpm2-abrmd)")
+    elif tcti.split(":", 1)[0] not in ("device", "tabrmd", "swtpm", "mssim"):
+        problems.append("keystore.tcti: must start with device, tabrmd or swtpm")
+    state_dir = keystore.get("state_dir", "/var/lib/jukics/keystore")
+    if not isinstance(state_dir, str) or not state_dir.startswith("/"):
+        problems.append("keystore.state_dir: must be an absolute path")
+    policy = keystore.get("pcr_policy", "")
+    if not isinstance(policy, str):
+        problems.append("keystore.pcr_policy: must be a string like 'sha256:0,7' (or empty)")
+    elif policy:
+        from jukics.keystore.base import KeyStoreError, parse_pcr_policy
+
+        try:
+            parse_pcr_policy(policy)
+        except KeyStoreError as exc:
+            problems.append(exc.message)
+    handle = keystore.get("srk_handle", "0x81000001")
+    try:
+        if not isinstance(handle, str) or not 0x81000000 <= int(handle, 16) <= 0x817FFFFF:
+            raise ValueError
+    except ValueError:
+        problems.append("keystore.srk_handle: must be a persistent owner handle 0x81000000-0x817fffff (as a string)")
+    unknown = set(keystore) - {"backend", "tcti", "state_dir", "pcr_policy", "srk_handle"}
+    if unknown:
+        problems.append(f"keystore: unknown keys for the tpm backend: {', '.join(sorted(unknown))}")
+    return problems
+
+
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(data)
     known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit"}
@@ -149,6 +181,8 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
             r.problems.append("keystore.backend: 'dev' keeps the data key in a file and is refused in production")
         if not isinstance(keystore.get("dev_secret_file"), str):
             r.problems.append("keystore.dev_secret_file: missing (required for the dev backend)")
+    elif backend == "tpm":
+        r.problems.extend(_tpm_keystore_problems(keystore))
 
     listen = r.listener("intake", "listen")
     files = {k: r.get("intake", k, str) for k in ("cert_file", "key_file", "client_ca_file")}

@@ -3,6 +3,7 @@
   0  done (or nothing to do)
   1  the check ran and found a problem (unhealthy, chain broken, ...)
   2  the command could not run: bad configuration or arguments (message on stderr)
+  3  nothing to do (commands that change state: `keystore provision`, `cert ...`)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from jukics import __version__
 from jukics.config import Config, ConfigError, check_files, load_config
 
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_NOTHING_TO_DO = 0, 1, 2, 3
 DEFAULT_CONFIG = "/etc/jukics/jukics.toml"
 
 
@@ -102,12 +103,81 @@ def cmd_purge(config: Config, args: argparse.Namespace) -> int:
 def cmd_audit_verify(config: Config, args: argparse.Namespace) -> int:
     from jukics.service import verify_audit
 
-    ok, report = verify_audit(config)
+    public = None
+    if args.public_key:
+        try:
+            loaded = serialization.load_pem_public_key(Path(args.public_key).read_bytes())
+        except (OSError, ValueError) as exc:
+            print(f"audit: --public-key {args.public_key}: not a PEM public key ({exc.__class__.__name__})",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        public = loaded.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ok, report = verify_audit(config, public_key=public)
     if args.json:
         _print_json(report)
     else:
         print(report.get("summary", report))
     return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def cmd_audit_checkpoint(config: Config, args: argparse.Namespace) -> int:
+    from jukics.keystore import KeyStoreError
+    from jukics.service import Service
+
+    svc = Service(config)
+    try:
+        cp = svc.audit.checkpoint(svc.keystore)
+    except KeyStoreError as exc:
+        print(f"audit: checkpoint not signed: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if cp is None:
+        print("audit: the log is empty, nothing to checkpoint")
+        return EXIT_NOTHING_TO_DO
+    print(f"audit: checkpoint at seq {cp.seq} ({'signed' if cp.signature else 'unsigned'})")
+    return EXIT_OK
+
+
+def cmd_keystore_provision(config: Config, args: argparse.Namespace) -> int:
+    from jukics.keystore import KeyStoreError
+    from jukics.service import Service
+
+    try:
+        keystore = Service(config).keystore
+        provision = getattr(keystore, "provision", None)
+        if provision is None:
+            print("keystore: the dev backend has nothing to provision")
+            return EXIT_NOTHING_TO_DO
+        report = provision()
+    except KeyStoreError as exc:
+        print(f"keystore: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if args.json:
+        _print_json({"created": report.created, "present": report.present})
+    elif report.changed:
+        print(f"keystore: provisioned {', '.join(report.created)} (already there: {', '.join(report.present) or '-'})")
+    else:
+        print(f"keystore: already provisioned ({', '.join(report.present)})")
+    return EXIT_OK if report.changed else EXIT_NOTHING_TO_DO
+
+
+def cmd_keystore_status(config: Config, args: argparse.Namespace) -> int:
+    from jukics.keystore import KeyStoreError
+    from jukics.service import Service
+
+    try:
+        keystore = Service(config).keystore
+    except KeyStoreError as exc:
+        status = {"backend": config.keystore.get("backend"), "usable": False, "problems": [str(exc)]}
+    else:
+        status_of = getattr(keystore, "status", None)
+        status = status_of() if status_of else {"backend": "dev", "usable": True, "problems": [],
+                                                "production_safe": False}
+    if args.json:
+        _print_json(status)
+    else:
+        state = "usable" if status["usable"] else "NOT usable"
+        print(f"keystore: {status['backend']} {state}" + "".join(f"\n  - {p}" for p in status["problems"]))
+    return EXIT_OK if status["usable"] else EXIT_PROBLEM
 
 
 def cmd_stats(config: Config, args: argparse.Namespace) -> int:
@@ -151,6 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     p = add("verify", cmd_audit_verify, "verify the audit hash chain (edit, delete, reorder, truncation)", audit_sub)
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--public-key", metavar="PEM",
+                   help="verify checkpoint signatures with this public key (e.g. checkpoint.pub.pem shipped off "
+                        "the box) instead of the key store's")
+    add("checkpoint", cmd_audit_checkpoint,
+        "record the chain head as a checkpoint signed by the key store's TPM key (exit 3: log empty)", audit_sub)
+
+    ks = sub.add_parser("keystore", help="key store (TPM) commands", description="key store (TPM) commands")
+    ks_sub = ks.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    p = add("provision", cmd_keystore_provision,
+            "create the storage root key, the sealed data secret and the checkpoint signing key where missing "
+            "(idempotent: exit 3 when everything exists; never replaces a key)", ks_sub)
+    p.add_argument("--json", action="store_true", help="print what was created and what was there as JSON")
+    p = add("status", cmd_keystore_status,
+            "TPM reachable, not locked out, keys provisioned and usable (exit 1 when not)", ks_sub)
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
     return parser
 
 

@@ -17,14 +17,24 @@ Stable interface (other modules code against this, not against a backend):
   SubjectPublicKeyInfo (EC P-256 with ECDSA-SHA256 over the prehashed digest, or Ed25519), or ``None``.
 - ``is_production_safe``: False for any backend that keeps the secret in a plain file; the service
   refuses to start with such a backend in production (see :func:`open_keystore`).
+
+TLS keys (:class:`TlsKeySource`, implemented by every backend): ``create_tls_key(path)`` makes a new
+EC P-256 key and writes its key file (a ``TSS2 PRIVATE KEY`` blob for the TPM: the private part never
+leaves the TPM; a PKCS#8 file for development), ``tls_signer(path)`` returns a
+``cryptography`` private-key object that signs with it (CSRs, proofs of possession) and
+``tls_public_key(path)`` its public key. OpenSSL itself (Python ``ssl``) loads TSS2 files through the
+tpm2 provider (:mod:`jukics.keystore.provider`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 SECRET_BYTES: Final = 32
@@ -57,6 +67,50 @@ class KeyStore(Protocol):
     def sign_checkpoint(self, digest: bytes) -> bytes | None: ...
 
     def checkpoint_public_key(self) -> bytes | None: ...
+
+
+@runtime_checkable
+class TlsKeySource(Protocol):
+    """Where TLS private keys are made and used. See the module docstring."""
+
+    #: "tss2" (TPM-resident key blob) or "pkcs8" (software key file, development only).
+    tls_key_format: str
+
+    def create_tls_key(self, path: Path) -> ec.EllipticCurvePublicKey: ...
+
+    def tls_signer(self, path: Path) -> ec.EllipticCurvePrivateKey: ...
+
+    def tls_public_key(self, path: Path) -> ec.EllipticCurvePublicKey: ...
+
+
+def write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a new file (never over an existing one: ``E_KEYSTORE_EXISTS``), fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        raise KeyStoreError("E_KEYSTORE_EXISTS", f"{path} exists; a key file is never overwritten") from None
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def parse_pcr_policy(text: str | None) -> str | None:
+    """``"sha256:0,7"`` (bank:indices) or empty/None for no policy. Raises E_KEYSTORE_CONFIG."""
+    if not text:
+        return None
+    bank, sep, indices = text.partition(":")
+    try:
+        numbers = [int(i) for i in indices.split(",")]
+    except ValueError:
+        numbers = []
+    if not sep or bank not in ("sha256", "sha384", "sha1") or not numbers or not all(0 <= n <= 23 for n in numbers):
+        raise KeyStoreError(
+            "E_KEYSTORE_CONFIG", f"keystore.pcr_policy {text!r}: must look like 'sha256:0,7' (PCRs 0-23)"
+        )
+    return f"{bank}:{','.join(str(n) for n in sorted(set(numbers)))}"
 
 
 def derive_subkey(secret: bytes, label: str) -> bytes:
@@ -93,25 +147,32 @@ class DerivedKeysMixin:
 def open_keystore(config_section: Mapping[str, Any], *, production: bool = False) -> KeyStore:
     """Build the key store named by the ``[keystore]`` section of the service configuration.
 
-    ``backend = "dev"`` with ``dev_secret_file = "/path"``: :class:`jukics.keystore.dev.DevKeyStore`.
-    ``backend = "tpm"``: not available yet (raises ``E_KEYSTORE_UNAVAILABLE``).
-    With ``production=True`` a backend that is not production-safe is refused
-    (``E_KEYSTORE_NOT_PRODUCTION_SAFE``), in addition to the check of :mod:`jukics.config`.
+    ``backend = "tpm"`` with ``tcti``, ``state_dir`` and optional ``pcr_policy`` / ``srk_handle``:
+    :class:`jukics.keystore.tpm.TpmKeyStore`. ``backend = "dev"`` with ``dev_secret_file``:
+    :class:`jukics.keystore.dev.DevKeyStore`. With ``production=True`` a backend that is not
+    production-safe is refused (``E_KEYSTORE_NOT_PRODUCTION_SAFE``), in addition to the check of
+    :mod:`jukics.config`. Never falls back from one backend to another.
     """
     backend = config_section.get("backend")
+    store: KeyStore
     if backend == "tpm":
-        raise KeyStoreError(
-            "E_KEYSTORE_UNAVAILABLE",
-            "the TPM key store is not implemented in this version; use backend 'dev' outside production",
-        )
-    if backend != "dev":
-        raise KeyStoreError("E_KEYSTORE_CONFIG", "keystore.backend must be 'dev' or 'tpm'")
-    path = config_section.get("dev_secret_file")
-    if not isinstance(path, str) or not path:
-        raise KeyStoreError("E_KEYSTORE_CONFIG", "keystore.dev_secret_file is required for the dev backend")
-    from jukics.keystore.dev import DevKeyStore
+        from jukics.keystore.tpm import DEFAULT_SRK_HANDLE, TpmKeyStore
 
-    store = DevKeyStore(path)
+        store = TpmKeyStore(
+            str(config_section.get("tcti") or ""),
+            str(config_section.get("state_dir") or "/var/lib/jukics/keystore"),
+            pcr_policy=config_section.get("pcr_policy") or None,
+            srk_handle=int(str(config_section.get("srk_handle", hex(DEFAULT_SRK_HANDLE))), 16),
+        )
+    elif backend == "dev":
+        path = config_section.get("dev_secret_file")
+        if not isinstance(path, str) or not path:
+            raise KeyStoreError("E_KEYSTORE_CONFIG", "keystore.dev_secret_file is required for the dev backend")
+        from jukics.keystore.dev import DevKeyStore
+
+        store = DevKeyStore(path)
+    else:
+        raise KeyStoreError("E_KEYSTORE_CONFIG", "keystore.backend must be 'dev' or 'tpm'")
     if production and not store.is_production_safe:
         raise KeyStoreError(
             "E_KEYSTORE_NOT_PRODUCTION_SAFE",

@@ -11,7 +11,10 @@ import os
 import stat
 from pathlib import Path
 
-from jukics.keystore.base import SECRET_BYTES, DerivedKeysMixin, KeyStoreError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from jukics.keystore.base import SECRET_BYTES, DerivedKeysMixin, KeyStoreError, write_new_file
 
 
 class DevKeyStore(DerivedKeysMixin):
@@ -80,3 +83,28 @@ class DevKeyStore(DerivedKeysMixin):
 
     def checkpoint_public_key(self) -> bytes | None:
         return None
+
+    # TLS keys: software EC P-256 keys in PKCS#8 files (0600). Development and tests only: this is
+    # exactly the plaintext key material the TPM backend never writes.
+    tls_key_format = "pkcs8"
+
+    def create_tls_key(self, path: Path) -> ec.EllipticCurvePublicKey:
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        write_new_file(Path(path), pem, 0o600)
+        return key.public_key()
+
+    def tls_signer(self, path: Path) -> ec.EllipticCurvePrivateKey:
+        try:
+            key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise KeyStoreError(
+                "E_KEYSTORE_KEY_FILE", f"{path}: not a usable private key ({exc.__class__.__name__})"
+            ) from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise KeyStoreError("E_KEYSTORE_KEY_FILE", f"{path}: not an EC private key")
+        return key
+
+    def tls_public_key(self, path: Path) -> ec.EllipticCurvePublicKey:
+        return self.tls_signer(path).public_key()

@@ -75,7 +75,7 @@ def test_factory(tmp_path):
     ks = open_keystore({"backend": "dev", "dev_secret_file": str(tmp_path / "s")})
     assert isinstance(ks, DevKeyStore)
     cases = [
-        ({"backend": "tpm"}, {}, "E_KEYSTORE_UNAVAILABLE"),
+        ({"backend": "tpm"}, {}, "E_KEYSTORE_CONFIG"),  # no tcti: never a silent default TPM
         ({"backend": "file"}, {}, "E_KEYSTORE_CONFIG"),
         ({"backend": "dev"}, {}, "E_KEYSTORE_CONFIG"),
         ({"backend": "dev", "dev_secret_file": str(tmp_path / "s")}, {"production": True},

@@ -8,8 +8,6 @@ on the appliance, for tests where several processes use the TPM at once (gunicor
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,52 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-
-@dataclass
-class SoftTpm:
-    state: Path
-    socket: Path
-    process: subprocess.Popen
-
-    @property
-    def tcti(self) -> str:
-        return f"swtpm:path={self.socket}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-def _wait_for(path: Path, process: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not path.exists():
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not come up")
-        time.sleep(0.02)
-
-
-def start_swtpm(state: Path) -> SoftTpm:
-    if not shutil.which("swtpm"):
-        pytest.fail("swtpm is not installed (scripts/bootstrap.sh installs it)")
-    state.mkdir(parents=True, exist_ok=True)
-    sock = state / "swtpm.sock"
-    # The control socket must be named <socket>.ctrl for the swtpm TCTI.
-    proc = subprocess.Popen(
-        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
-         "--server", f"type=unixio,path={sock}", "--ctrl", f"type=unixio,path={sock}.ctrl",
-         "--flags", "not-need-init,startup-clear"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    _wait_for(sock, proc, "swtpm")
-    return SoftTpm(state=state, socket=sock, process=proc)
+from softtpm import SoftTpm, start_swtpm, wait_for
 
 
 @pytest.fixture
@@ -98,7 +51,7 @@ def abrmd(tmp_path: Path, swtpm: SoftTpm) -> Iterator[Abrmd]:
         ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={bus_sock}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    _wait_for(bus_sock, dbus, "dbus-daemon")
+    wait_for(bus_sock, dbus, "dbus-daemon")
     env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS=f"unix:path={bus_sock}")
     name = f"com.intel.tss2.Tabrmd.t{os.getpid()}"
     broker = subprocess.Popen(

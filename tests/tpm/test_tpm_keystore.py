@@ -14,8 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import NameOID
-from tpm2_pytss import ESAPI
-from tpm2_pytss.constants import ESYS_TR
+from softtpm import set_lockout
 
 from jukics.keystore import KeyStoreError, open_keystore
 from jukics.keystore.tpm import TpmKeyStore
@@ -105,21 +104,10 @@ def test_a_pcr_other_than_the_policy_does_not_matter(swtpm, tmp_path):
     assert TpmKeyStore(swtpm.tcti, state, pcr_policy="sha256:7").data_key() == key
 
 
-def _set_lockout(tcti: str, max_tries: int) -> None:
-    ectx = ESAPI(tcti)
-    try:
-        # maxTries 0 puts the TPM in lockout at once (TPM 2.0 Part 3, TPM2_DictionaryAttackParameters).
-        ectx.dictionary_attack_parameters(max_tries, 1000, 1000, session1=ESYS_TR.PASSWORD)
-        if max_tries:
-            ectx.dictionary_attack_lock_reset(session1=ESYS_TR.PASSWORD)
-    finally:
-        ectx.close()
-
-
 def test_lockout_is_reported_not_worked_around(swtpm, tmp_path):
     state = tmp_path / "ks"
     provisioned(swtpm.tcti, state)
-    _set_lockout(swtpm.tcti, 0)
+    set_lockout(swtpm.tcti, 0)
     ks = TpmKeyStore(swtpm.tcti, state)
     with pytest.raises(KeyStoreError) as exc:
         ks.data_key()
@@ -127,7 +115,7 @@ def test_lockout_is_reported_not_worked_around(swtpm, tmp_path):
     assert "lockout" in exc.value.message
     status = ks.status()
     assert status["in_lockout"] is True and not status["usable"]
-    _set_lockout(swtpm.tcti, 3)
+    set_lockout(swtpm.tcti, 3)
     assert TpmKeyStore(swtpm.tcti, state).data_key()
 
 

@@ -35,7 +35,7 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
 proc_name = "jukics"
 control_socket_disable = True  # gunicorn 27 otherwise wants a control socket under $HOME
-preload_app = False  # each worker opens its own DB connections (and, later, its own TPM session)
+preload_app = False  # each worker opens its own DB connections and its own TPM sessions
 
 _tls = CachedContext(
     ServerTlsFiles(_config.intake.cert_file, _config.intake.key_file, _config.intake.client_ca_file)
@@ -53,6 +53,37 @@ def ssl_context(conf: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
 # scanned again) and collect the young generation every 50,000 allocations instead of 700. Measured
 # (bench/README.md): about 3 % less server CPU per intake record, 385 -> 374 us.
 GC_THRESHOLDS = (50_000, 20, 100)
+
+
+_TPM_TCTI = _config.keystore.get("tcti") if _config.keystore.get("backend") == "tpm" else None
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    # TLS keys in the TPM: every worker loads OpenSSL's tpm2 provider itself, after the fork, so no
+    # TPM connection is shared between processes (reference/trixie-notes.md §2(c)). Loaded whatever
+    # the current key is, so a swap to a TPM key applies without a restart. A provider that cannot
+    # be used is fatal only when the key needs it: no fallback to software keys.
+    if _TPM_TCTI is None:
+        return
+    from jukics.keystore import KeyStoreError
+    from jukics.keystore.provider import ensure_tpm2_provider
+
+    try:
+        version = ensure_tpm2_provider(_TPM_TCTI)
+    except KeyStoreError as exc:
+        if _tls_key_is_tss2():
+            raise
+        server.log.warning("worker %s: %s (the TLS key is a software key and does not need it)", worker.pid, exc)
+        return
+    server.log.info("worker %s: tpm2 provider %s loaded", worker.pid, version)
+
+
+def _tls_key_is_tss2() -> bool:
+    try:
+        with open(_config.intake.key_file, "rb") as fh:
+            return b"-----BEGIN TSS2 PRIVATE KEY-----" in fh.read(4096)
+    except OSError:
+        return False
 
 
 def post_worker_init(worker: Any) -> None:

@@ -49,6 +49,15 @@ def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from jukics.keystore import KeyStoreError, open_keystore
+
+    # Refuse to start, with the reason, when the key store cannot give the data key (no TPM, lockout,
+    # a blob of another TPM, a dev key source in production): never start with other keys.
+    try:
+        open_keystore(config.keystore, production=config.is_production).data_key()
+    except KeyStoreError as exc:
+        print(f"jukics: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
     gunicorn = Path(sys.executable).with_name("gunicorn")
     env = dict(os.environ, JUKICS_CONFIG=str(config.source))
     argv = [str(gunicorn), "-c", "python:jukics.api.gunicorn_conf", "jukics.api.wsgi:app"]
@@ -139,18 +148,30 @@ def cmd_audit_checkpoint(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_keystore_provision(config: Config, args: argparse.Namespace) -> int:
     from jukics.keystore import KeyStoreError
-    from jukics.service import Service
+    from jukics.service import Service, database_status_of
 
+    svc = Service(config)
     try:
-        keystore = Service(config).keystore
-        provision = getattr(keystore, "provision", None)
+        provision = getattr(svc.keystore, "provision", None)
         if provision is None:
             print("keystore: the dev backend has nothing to provision")
             return EXIT_NOTHING_TO_DO
+        # Provisioning is audited, so the audit log must exist first (`jukics db upgrade`).
+        db_status = database_status_of(svc.engine)
+        if db_status != "ok":
+            print(f"keystore: database {db_status}; run `jukics db upgrade` before provisioning", file=sys.stderr)
+            return EXIT_USAGE
         report = provision()
     except KeyStoreError as exc:
         print(f"keystore: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
+    if report.changed:
+        from jukics.audit.chain import AuditEvent
+
+        svc.audit.append(AuditEvent(
+            actor=_os_actor(), terminal=socket.gethostname(), action="keystore.provision", purpose="operation",
+            query={"created": report.created, "present": report.present}, result_count=len(report.created),
+        ))
     if args.json:
         _print_json({"created": report.created, "present": report.present})
     elif report.changed:
@@ -158,6 +179,14 @@ def cmd_keystore_provision(config: Config, args: argparse.Namespace) -> int:
     else:
         print(f"keystore: already provisioned ({', '.join(report.present)})")
     return EXIT_OK if report.changed else EXIT_NOTHING_TO_DO
+
+
+def _os_actor() -> str:
+    """The operator as the OS knows them (sudo's caller first): ``os:<name>``."""
+    import pwd
+
+    name = os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name
+    return f"os:{name}"
 
 
 def cmd_keystore_status(config: Config, args: argparse.Namespace) -> int:

@@ -445,21 +445,16 @@ class TpmKeyStore(DerivedKeysMixin):
         self._cached_secret = secret
 
     def _unseal(self) -> bytes:
-        try:
-            data = self.secret_path.read_bytes()
-        except FileNotFoundError:
-            raise KeyStoreError(
-                "E_KEYSTORE_NOT_PROVISIONED", f"{self.secret_path} is missing; run `jukics keystore provision`"
-            ) from None
-        except OSError as exc:
-            raise KeyStoreError("E_KEYSTORE_UNAVAILABLE", f"cannot read {self.secret_path}: {exc.strerror}") from None
-        blob = SealedSecret.loads(data, self.secret_path)
-        try:
-            public, _ = TPM2B_PUBLIC.unmarshal(blob.public)
-            private, _ = TPM2B_PRIVATE.unmarshal(blob.private)
-        except Exception:
-            raise KeyStoreError("E_KEYSTORE_CORRUPT", f"{self.secret_path}: the sealed object does not parse") from None
+        # The TPM first: when there is none, that is the problem to report, not a missing file.
         with self._esapi("unseal the data secret") as ectx:
+            blob = self._read_sealed()
+            try:
+                public, _ = TPM2B_PUBLIC.unmarshal(blob.public)
+                private, _ = TPM2B_PRIVATE.unmarshal(blob.private)
+            except Exception:
+                raise KeyStoreError(
+                    "E_KEYSTORE_CORRUPT", f"{self.secret_path}: the sealed object does not parse"
+                ) from None
             if blob.srk_handle != self.srk_handle:
                 raise KeyStoreError("E_KEYSTORE_CORRUPT", f"{self.secret_path} was sealed under another parent handle")
             srk = self._srk(ectx)
@@ -467,9 +462,8 @@ class TpmKeyStore(DerivedKeysMixin):
             session = None
             try:
                 if blob.pcr_policy:
-                    if blob.pcr_policy != self.pcr_policy:
-                        # The blob says which PCRs it is bound to; the policy session must match it.
-                        self.pcr_policy = blob.pcr_policy
+                    # The blob records which PCRs it is bound to; the policy session must name the same.
+                    self.pcr_policy = blob.pcr_policy
                     session = self._policy_session(ectx, trial=False)
                     secret = bytes(ectx.unseal(obj, session1=session))
                 else:
@@ -479,6 +473,17 @@ class TpmKeyStore(DerivedKeysMixin):
         if len(secret) != SECRET_BYTES:
             raise KeyStoreError("E_KEYSTORE_CORRUPT", "the unsealed secret has the wrong length")
         return secret
+
+    def _read_sealed(self) -> SealedSecret:
+        try:
+            data = self.secret_path.read_bytes()
+        except FileNotFoundError:
+            raise KeyStoreError(
+                "E_KEYSTORE_NOT_PROVISIONED", f"{self.secret_path} is missing; run `jukics keystore provision`"
+            ) from None
+        except OSError as exc:
+            raise KeyStoreError("E_KEYSTORE_UNAVAILABLE", f"cannot read {self.secret_path}: {exc.strerror}") from None
+        return SealedSecret.loads(data, self.secret_path)
 
     def _secret(self) -> bytes:
         if self._cached_secret is None:

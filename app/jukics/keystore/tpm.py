@@ -140,6 +140,27 @@ def _srk_template() -> TPM2B_PUBLIC:
     )
 
 
+def _signing_key_template() -> TPM2B_PUBLIC:
+    """EC P-256 signing key: generated in the TPM, cannot leave it (fixedTPM, fixedParent)."""
+    return TPM2B_PUBLIC(
+        publicArea=TPMT_PUBLIC(
+            type=TPM2_ALG.ECC,
+            nameAlg=TPM2_ALG.SHA256,
+            objectAttributes=TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.NODA
+            | TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN,
+            authPolicy=b"",
+            parameters=TPMU_PUBLIC_PARMS(
+                eccDetail=TPMS_ECC_PARMS(
+                    symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL),
+                    scheme=TPMT_ECC_SCHEME(scheme=TPM2_ALG.NULL),
+                    curveID=TPM2_ECC.NIST_P256,
+                    kdf=TPMT_KDF_SCHEME(scheme=TPM2_ALG.NULL),
+                ),
+            ),
+        )
+    )
+
+
 def _sealed_template(policy_digest: bytes | None) -> TPM2B_PUBLIC:
     # No NODA: the object is dictionary-attack protected, so a locked-out TPM refuses to unseal it
     # (the operator sees E_KEYSTORE_LOCKED_OUT instead of a key store that quietly keeps working).
@@ -492,15 +513,38 @@ class TpmKeyStore(DerivedKeysMixin):
 
     # --- TSS2 keys: TLS and checkpoint signing --------------------------------------------------
     def create_tls_key(self, path: Path, mode: int = 0o640) -> ec.EllipticCurvePublicKey:
-        """A new EC P-256 signing key generated inside the TPM, written as a TSS2 PRIVATE KEY file."""
+        """A new EC P-256 signing key generated inside the TPM, written as a TSS2 PRIVATE KEY file.
+
+        The parent is the owner hierarchy's standard ECC primary (TSS2 parent 0x40000001), which
+        tpm2-openssl re-creates the same way when OpenSSL loads the file. We create and load it
+        ourselves rather than through ``TSSPrivKey.create_ecc``/``load``: some tpm2-pytss versions
+        (Debian 13's 2.3) leave that primary loaded, which exhausts a TPM without a resource manager.
+        """
         path = Path(path)
         if path.exists():
             raise KeyStoreError("E_KEYSTORE_EXISTS", f"{path} exists; a key file is never overwritten")
         with self._esapi("create a TPM key") as ectx:
-            key = TSSPrivKey.create_ecc(ectx)
+            primary, _ = self._create_srk_primary(ectx)
+            try:
+                private, public, _, _, _ = ectx.create(
+                    primary, TPM2B_SENSITIVE_CREATE(), _signing_key_template(), TPM2B_DATA(), TPML_PCR_SELECTION()
+                )
+            finally:
+                self._flush(ectx, primary)
+        key = TSSPrivKey(private, public, empty_auth=True, parent=TPM2_RH.OWNER)
         pem = key.to_pem()
         write_new_file(path, pem if isinstance(pem, bytes) else pem.encode("ascii"), mode)
         return self._public_of(key)
+
+    def _load_tss_into(self, ectx: ESAPI, key: Any) -> Any:
+        """Load a TSS2 key; the transient parent primary is flushed at once."""
+        if int(key.parent) != int(TPM2_RH.OWNER):
+            return ectx.load(ectx.tr_from_tpmpublic(int(key.parent)), key.private, key.public)
+        primary, _ = self._create_srk_primary(ectx)
+        try:
+            return ectx.load(primary, key.private, key.public)
+        finally:
+            self._flush(ectx, primary)
 
     def _load_tss_key(self, path: Path) -> Any:
         try:
@@ -536,7 +580,7 @@ class TpmKeyStore(DerivedKeysMixin):
             raise KeyStoreError("E_KEYSTORE_TPM", "the digest to sign must be 32 bytes (SHA-256)")
         key = self._load_tss_key(path)
         with self._esapi(f"sign with {Path(path).name}") as ectx:
-            handle = key.load(ectx)
+            handle = self._load_tss_into(ectx, key)
             try:
                 scheme = TPMT_SIG_SCHEME(
                     scheme=TPM2_ALG.ECDSA, details=TPMU_SIG_SCHEME(ecdsa=TPMS_SCHEME_HASH(hashAlg=TPM2_ALG.SHA256))

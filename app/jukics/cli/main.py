@@ -16,6 +16,7 @@ import ssl
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -193,6 +194,7 @@ def cmd_keystore_status(config: Config, args: argparse.Namespace) -> int:
     from jukics.keystore import KeyStoreError
     from jukics.service import Service
 
+    status: dict[str, Any]
     try:
         keystore = Service(config).keystore
     except KeyStoreError as exc:

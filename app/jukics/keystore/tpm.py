@@ -262,10 +262,11 @@ class TpmSigningKey(ec.EllipticCurvePrivateKey):
         self._path = path
         self._public = store.tls_public_key(path)
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+    def sign(self, data: bytes | bytearray | memoryview,
+             signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         algorithm = getattr(signature_algorithm, "algorithm", None)
         if isinstance(algorithm, Prehashed):
-            digest = data
+            digest = bytes(data)
         elif isinstance(algorithm, hashes.SHA256):
             digest = hashlib.sha256(data).digest()
         else:

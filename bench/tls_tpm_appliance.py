@@ -125,7 +125,7 @@ def request_once(ctx: ssl.SSLContext, port: int) -> float:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 except (OSError, RuntimeError):
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"{name} service did not come up: " + (work / f"{name}.log").read_text()[-2000:]) from None
+                        tail = (work / f"{name}.log").read_text()[-2000:]
+                        raise RuntimeError(f"{name} service did not come up: {tail}") from None
                     time.sleep(0.3)
             for _ in range(20):  # warm both workers (each loads its context once)
                 request_once(ctx, port)

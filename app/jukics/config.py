@@ -8,6 +8,7 @@ start with the same text.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,69 @@ class IntakeConfig:
 
 
 @dataclass(frozen=True)
+class TlsIdentityConfig:
+    name: str
+    role: str
+    subject_names: tuple[str, ...]
+    peer_names: tuple[str, ...]
+    peer_endpoint: str | None
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    dir: Path
+    metrics_file: Path | None
+    identities: Mapping[str, TlsIdentityConfig]
+
+
+def _tls_config(section: Any, problems: list[str]) -> TlsConfig | None:
+    """``[tls]``: the certificate directories and the TLS identities (optional section)."""
+    if section is None:
+        return None
+    if not isinstance(section, Mapping):
+        problems.append("tls: must be a table")
+        return None
+    tls_dir = section.get("dir", "/etc/jukics/tls")
+    if not isinstance(tls_dir, str) or not tls_dir.startswith("/"):
+        problems.append("tls.dir: must be an absolute path")
+        tls_dir = "/"
+    metrics = section.get("metrics_file")
+    if metrics is not None and (not isinstance(metrics, str) or not metrics.startswith("/")):
+        problems.append("tls.metrics_file: must be an absolute path")
+        metrics = None
+    identities: dict[str, TlsIdentityConfig] = {}
+    raw = section.get("identities", {})
+    if not isinstance(raw, Mapping):
+        problems.append("tls.identities: must be a table of identities")
+        raw = {}
+    for name, ident in raw.items():
+        where = f"tls.identities.{name}"
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name):
+            problems.append(f"{where}: the name must match [a-z][a-z0-9_-]{{0,31}}")
+            continue
+        if not isinstance(ident, Mapping):
+            problems.append(f"{where}: must be a table")
+            continue
+        role = ident.get("role")
+        if role not in ("server", "client"):
+            problems.append(f"{where}.role: must be server or client")
+        names = ident.get("subject_names")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            problems.append(f"{where}.subject_names: must be a non-empty list of names (DNS or IP)")
+            names = []
+        peers = ident.get("peer_names", [])
+        if not isinstance(peers, list) or not all(isinstance(n, str) and n for n in peers):
+            problems.append(f"{where}.peer_names: must be a list of names")
+            peers = []
+        endpoint = ident.get("peer_endpoint")
+        if endpoint is not None and (not isinstance(endpoint, str) or not re.fullmatch(r".+:\d{1,5}", endpoint)):
+            problems.append(f"{where}.peer_endpoint: must be HOST:PORT")
+            endpoint = None
+        identities[name] = TlsIdentityConfig(name, str(role), tuple(names), tuple(peers), endpoint)
+    return TlsConfig(Path(tls_dir), Path(metrics) if metrics else None, identities)
+
+
+@dataclass(frozen=True)
 class Config:
     municipality_code: str
     environment: str
@@ -59,6 +123,7 @@ class Config:
     max_body_bytes: int
     metrics_listen: Listener
     juminhyo_validator: str
+    tls: TlsConfig | None = None
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -154,7 +219,7 @@ def _tpm_keystore_problems(keystore: Mapping[str, Any]) -> list[str]:
 
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(data)
-    known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit"}
+    known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit", "tls"}
     for name in data:
         if name not in known:
             r.problems.append(f"{name}: unknown section (known: {', '.join(sorted(known))})")
@@ -198,6 +263,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         r.problems.append("server.max_body_bytes: must be between 1 KiB and 256 MiB")
     metrics = r.listener("metrics", "listen", "127.0.0.1:9464")
     validator = r.get("validation", "juminhyo_validator", str, "digits-only")
+    tls = _tls_config(data.get("tls"), r.problems)
 
     if r.problems:
         raise ConfigError(r.problems)
@@ -219,6 +285,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         max_body_bytes=max_body,
         metrics_listen=metrics,
         juminhyo_validator=validator,
+        tls=tls,
         source=source,
         raw=data,
     )

@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("checkpoint", cmd_audit_checkpoint,
         "record the chain head as a checkpoint signed by the key store's TPM key (exit 3: log empty)", audit_sub)
 
+    from jukics.cli import cert
+
+    cert.register(sub)
+
     ks = sub.add_parser("keystore", help="key store (TPM) commands", description="key store (TPM) commands")
     ks_sub = ks.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     p = add("provision", cmd_keystore_provision,

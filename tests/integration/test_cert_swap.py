@@ -38,13 +38,15 @@ def _jukics(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _served_serial(ctx: ssl.SSLContext, port: int) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
             ctx.wrap_socket(raw, server_hostname="cs1.lab.jukics.example") as tls:
+        # The peer's certificate now: once the server has closed, ssl no longer gives it.
+        serial = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"").serial_number
         tls.sendall(b"GET /v1/health HTTP/1.1\r\nHost: cs\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := tls.recv(65536):
             data += chunk
         if not data.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(data[:60])
-        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+        return serial
 
 
 def test_activate_under_load_drops_nothing(tmp_path):

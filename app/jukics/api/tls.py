@@ -8,11 +8,14 @@ swap applies to new connections without a restart while connections in flight ke
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("jukics.tls")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class CachedContext:
         self._pid: int | None = None
         self._stamp: object = None
         self._ctx: ssl.SSLContext | None = None
+        self._failed_stamp: object = None
 
     def get(self) -> ssl.SSLContext:
         pid = os.getpid()
@@ -61,9 +65,14 @@ class CachedContext:
         if self._ctx is None or pid != self._pid or stamp != self._stamp:
             try:
                 ctx = self.build(self.files)
-            except (ssl.SSLError, OSError):
+            except (ssl.SSLError, OSError) as exc:
                 if self._ctx is None or pid != self._pid:
                     raise
-                return self._ctx  # keep the working context; the operator's verify step reports the bad file
+                # Keep the working context (the operator's verify step reports the bad file), and say
+                # so once per change, not once per connection.
+                if stamp != self._failed_stamp:
+                    log.error("TLS files changed but do not load (%s); still serving the previous certificate", exc)
+                    self._failed_stamp = stamp
+                return self._ctx
             self._ctx, self._pid, self._stamp = ctx, pid, stamp
         return self._ctx

@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,11 @@ from jukics.keystore.base import SECRET_BYTES, DerivedKeysMixin, KeyStoreError, 
 os.environ.setdefault("TSS2_LOG", "all+NONE")
 
 try:  # the binding is optional: only hosts (and tests) that use the TPM backend need it
+    with warnings.catch_warnings():
+        # Debian 13's tpm2-pytss 2.3 imports ciphers that cryptography >= 48 has moved to "decrepit";
+        # the warnings say nothing an operator can act on.
+        warnings.simplefilter("ignore")
+        import tpm2_pytss.internal.crypto  # noqa: F401
     from tpm2_pytss import ESAPI, TSS2_Exception
     from tpm2_pytss.constants import (
         ESYS_TR,

@@ -220,3 +220,12 @@ def test_unknown_identity_is_a_usage_error(env, capsys):
     run, _ = env
     assert run("cert", "csr", "nosuch") == 2
     assert "no TLS identity 'nosuch'" in capsys.readouterr().err
+
+
+def test_config_check_before_the_certificates_exist(env, capsys):
+    # The deploy writes the config before `cert csr` and the CA have produced the files it names.
+    run, _ = env
+    assert run("config", "check") == 2
+    assert "intake.cert_file" in capsys.readouterr().err
+    assert run("config", "check", "--no-files") == 0
+    assert "values only" in capsys.readouterr().out

@@ -16,6 +16,7 @@ flight keep the old certificate. Every refusal leaves the active material untouc
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -421,10 +422,19 @@ class CertStore:
         ctx.check_hostname = False  # the pinned names are checked below, against the SANs
         with socket.create_connection((host.strip("[]"), int(port)), timeout=10) as raw, ctx.wrap_socket(raw) as tls:
             peer = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"")
+            # In TLS 1.3 the client's handshake ends before the peer has judged our certificate; a peer
+            # that refuses it sends its alert right after. Wait briefly for it (an accepting peer sends
+            # nothing, or session tickets, until we speak).
+            tls.settimeout(PEER_VERDICT_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                tls.recv(1)
         if self.identity.peer_names and not (_sans_of(peer) & set(self.identity.peer_names)):
             raise CertError("E_CERT_PEER_IDENTITY",
                             f"{self.identity.name}: the peer presented {sorted(_sans_of(peer))}, "
                             f"expected one of {list(self.identity.peer_names)}")
+
+
+PEER_VERDICT_SECONDS = 1.5
 
 
 def _is_self_signed(cert: x509.Certificate) -> bool:

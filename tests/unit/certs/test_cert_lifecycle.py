@@ -229,3 +229,107 @@ def test_config_check_before_the_certificates_exist(env, capsys):
     assert "intake.cert_file" in capsys.readouterr().err
     assert run("config", "check", "--no-files") == 0
     assert "values only" in capsys.readouterr().out
+
+
+def _peer_server(tmp: Path, ca: Ca, client_ca: Ca, names: list[str]):
+    """A TLS 1.3 peer on loopback that requires a client certificate from ``client_ca``; records the client's CN."""
+    import socket
+    import ssl
+    import threading
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp / "peer.crt").write_bytes(pem(ca.issue(key.public_key(), names=names)))
+    (tmp / "peer.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+    (tmp / "peer-clients-ca.crt").write_bytes(pem(client_ca.cert))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(tmp / "peer.crt", tmp / "peer.key")
+    ctx.load_verify_locations(tmp / "peer-clients-ca.crt")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    seen: list[str] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+                    seen.append(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+            except (OSError, ssl.SSLError):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return lsock, seen
+
+
+@pytest.mark.parametrize("case", ["ok", "peer-name", "peer-does-not-trust-us"])
+def test_client_identity_live_handshake_with_its_peer(tmp_path, capsys, case):
+    # The outbound side (CS → 都道府県サーバ): our client key from the key store, the peer trusted through
+    # the identity's trust bundle only, and the peer's SAN pinned by peer_names.
+    our_ca, peer_ca, other_ca = Ca("lab CA"), Ca("prefecture CA"), Ca("other CA")
+    peer_names = ["pref.lab.jukics.example"] if case != "peer-name" else ["someone-else.example"]
+    lsock, seen = _peer_server(tmp_path, peer_ca, other_ca if case == "peer-does-not-trust-us" else our_ca,
+                               ["pref.lab.jukics.example"])
+    port = lsock.getsockname()[1]
+    config = tmp_path / "jukics.toml"
+    config.write_text(f"""
+[cs]
+municipality_code = "142140"
+environment = "lab"
+[database]
+url = "sqlite:///{tmp_path}/jukics.db"
+[keystore]
+backend = "dev"
+dev_secret_file = "{tmp_path}/dev-secret"
+[intake]
+listen = "127.0.0.1:9443"
+cert_file = "{tmp_path}/tls/intake/current/cert.pem"
+key_file = "{tmp_path}/tls/intake/current/key.pem"
+client_ca_file = "{tmp_path}/tls/intake/trust.pem"
+allowed_clients = ["kizon.lab.jukics.example"]
+[tls]
+dir = "{tmp_path}/tls"
+[tls.identities.prefecture]
+role = "client"
+subject_names = ["cs-142140.lab.jukics.example"]
+peer_names = {json.dumps(peer_names)}
+peer_endpoint = "127.0.0.1:{port}"
+""")
+
+    def run(*args: str) -> int:
+        return main(["--config", str(config), *args])
+
+    try:
+        assert run("db", "upgrade") == 0
+        assert run("cert", "ca", "add", "prefecture", _write(tmp_path, "pca.crt", pem(peer_ca.cert))) == 0
+        assert run("cert", "csr", "prefecture") == 0
+        csr = x509.load_pem_x509_csr((tmp_path / "tls/prefecture/pending/csr.pem").read_bytes())
+        ours = _write(tmp_path, "ours.crt", pem(our_ca.issue(csr.public_key(), names=["cs-142140.lab.jukics.example"],
+                                                             eku=ExtendedKeyUsageOID.CLIENT_AUTH)))
+        # A server certificate is the wrong EKU for a client identity.
+        wrong = _write(tmp_path, "wrong.crt",
+                       pem(our_ca.issue(csr.public_key(), names=["cs-142140.lab.jukics.example"])))
+        chain = _write(tmp_path, "oca.crt", pem(our_ca.cert))
+        assert run("cert", "stage", "prefecture", "--cert", wrong, "--chain", chain) == 1
+        assert run("cert", "stage", "prefecture", "--cert", ours, "--chain", str(tmp_path / "oca.crt")) == 0
+        capsys.readouterr()
+        rc = run("cert", "verify", "prefecture", "--staged", "--live")
+        err = capsys.readouterr().err
+        if case == "ok":
+            assert rc == 0, err
+            assert seen == ["cs-142140.lab.jukics.example"]  # the peer saw our certificate
+        elif case == "peer-name":
+            assert rc == 1 and "E_CERT_PEER_IDENTITY" in err and "pref.lab.jukics.example" in err
+        else:
+            # The peer's alert comes after the client's side of the TLS 1.3 handshake: still caught.
+            assert rc == 1 and "E_CERT_HANDSHAKE" in err and "live TLS handshake failed" in err
+        assert (tmp_path / "tls/prefecture/current").exists() is False  # nothing was activated by verify
+    finally:
+        lsock.close()

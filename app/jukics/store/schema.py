@@ -158,6 +158,41 @@ outbox_head = Table(
     PrimaryKeyConstraint("link"),
 )
 
+# Messages a peer refused for good (NACK), or that the legal-basis table does not allow: moved out of
+# the outbox in the same transaction as the acknowledgement, so nothing is lost or sent twice. Like the
+# outbox, a dead letter points at the immutable version (no copy of personal data); `requeue` puts it
+# back at the end of its link's outbox under a new sequence number.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", RowId, nullable=False, autoincrement=True),
+    Column("link", String(16), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("version_id", RowId, nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("dead_at", Timestamp, nullable=False),
+    Column("code", String(48), nullable=False),
+    Column("detail", Text, nullable=False),
+    PrimaryKeyConstraint("id"),
+)
+
+# What the delivery worker last saw per link (for `jukics links status`, metrics and alerts).
+link_status = Table(
+    "link_status",
+    metadata,
+    Column("link", String(16), nullable=False),
+    Column("last_attempt_at", Timestamp, nullable=True),
+    Column("last_success_at", Timestamp, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False),
+    Column("last_error", String(200), nullable=True),
+    Column("delivered_total", BigInteger, nullable=False),
+    Column("duplicates_total", BigInteger, nullable=False),
+    Column("nacked_total", BigInteger, nullable=False),
+    Column("auth_failures_total", BigInteger, nullable=False),
+    PrimaryKeyConstraint("link"),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

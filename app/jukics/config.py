@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 ENVIRONMENTS = ("production", "lab", "development")
 KEYSTORE_BACKENDS = ("tpm", "dev")
@@ -111,6 +111,139 @@ def _tls_config(section: Any, problems: list[str]) -> TlsConfig | None:
     return TlsConfig(Path(tls_dir), Path(metrics) if metrics else None, identities)
 
 
+#: The message type each outbox link carries (jukics.links.protocol).
+LINK_MESSAGE_TYPES: Final = {"prefecture": "update_notice", "fuhyo": "fuhyo_notice"}
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One peer link: where it is, our client certificate, the peer's trust bundle and pinned names."""
+
+    link: str
+    url: str
+    cert_file: Path
+    key_file: Path
+    trust_file: Path
+    peer_names: tuple[str, ...]
+    crl_file: Path | None = None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        rest = self.url.removeprefix("https://").split("/", 1)[0]
+        host, _, port = rest.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class LinksConfig:
+    peers: Mapping[str, PeerConfig]
+    legal_basis: Mapping[tuple[str, str], str]
+    batch_size: int = 500
+    poll_interval_seconds: float = 0.02
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    timeout_seconds: float = 10.0
+    metrics_file: Path | None = None
+
+
+def _number(section: Mapping[str, Any], key: str, default: float, low: float, high: float,
+            problems: list[str], where: str) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        problems.append(f"{where}.{key}: must be a number from {low} to {high}")
+        return default
+    return float(value)
+
+
+def _links_config(section: Any, tls: TlsConfig | None, problems: list[str]) -> LinksConfig:
+    """``[links]``: the peers of the delivery worker and the legal-basis table (optional section)."""
+    if section is None:
+        return LinksConfig(peers={}, legal_basis={})
+    if not isinstance(section, Mapping):
+        problems.append("links: must be a table")
+        return LinksConfig(peers={}, legal_basis={})
+    known = {"peers", "legal_basis", "batch_size", "poll_interval_seconds", "backoff_initial_seconds",
+             "backoff_max_seconds", "timeout_seconds", "metrics_file"}
+    for key in sorted(set(section) - known):
+        problems.append(f"links.{key}: unknown key (known: {', '.join(sorted(known))})")
+    basis: dict[tuple[str, str], str] = {}
+    raw_basis = section.get("legal_basis", {})
+    if not isinstance(raw_basis, Mapping):
+        problems.append('links.legal_basis: must be a table of "destination.type" = "legal basis"')
+        raw_basis = {}
+    for pair, text in raw_basis.items():
+        dest, _, mtype = pair.partition(".")
+        if not dest or not mtype or not isinstance(text, str) or not text.strip():
+            problems.append(f'links.legal_basis."{pair}": must be "destination.type" = "the legal basis (法令の条項)"')
+            continue
+        basis[(dest, mtype)] = text.strip()
+    peers: dict[str, PeerConfig] = {}
+    raw_peers = section.get("peers", {})
+    if not isinstance(raw_peers, Mapping):
+        problems.append("links.peers: must be a table of peers")
+        raw_peers = {}
+    for link, peer in raw_peers.items():
+        where = f"links.peers.{link}"
+        if link not in LINK_MESSAGE_TYPES:
+            problems.append(f"{where}: unknown link (known: {', '.join(LINK_MESSAGE_TYPES)})")
+            continue
+        if not isinstance(peer, Mapping):
+            problems.append(f"{where}: must be a table")
+            continue
+        for key in sorted(set(peer) - {"url", "identity", "cert_file", "key_file", "trust_file", "peer_names",
+                                       "crl_file"}):
+            problems.append(f"{where}.{key}: unknown key")
+        url = peer.get("url")
+        if not isinstance(url, str) or not re.fullmatch(r"https://[^/\s]+:\d{1,5}", url):
+            problems.append(f"{where}.url: must be https://HOST:PORT (TLS only, no path)")
+            continue
+        ident_name = peer.get("identity")
+        files: dict[str, Any] = {k: peer.get(k) for k in ("cert_file", "key_file", "trust_file")}
+        names = peer.get("peer_names")
+        if ident_name is not None:
+            ident = tls.identities.get(ident_name) if tls else None
+            if ident is None or ident.role != "client":
+                problems.append(f"{where}.identity: {ident_name!r} is not a client identity of [tls.identities]")
+                continue
+            assert tls is not None
+            base = tls.dir / ident.name
+            files = {"cert_file": str(base / "current/cert.pem"), "key_file": str(base / "current/key.pem"),
+                     "trust_file": str(base / "trust.pem")}
+            names = names if names is not None else list(ident.peer_names)
+        bad = [k for k, v in files.items() if not isinstance(v, str) or not v.startswith("/")]
+        if bad:
+            problems.append(f"{where}: needs identity = a [tls.identities] client, or absolute {', '.join(bad)}")
+            continue
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            problems.append(f"{where}.peer_names: the peer's expected names (SAN) must be pinned: a non-empty list")
+            continue
+        crl = peer.get("crl_file")
+        if crl is not None and (not isinstance(crl, str) or not crl.startswith("/")):
+            problems.append(f"{where}.crl_file: must be an absolute path")
+            crl = None
+        mtype = LINK_MESSAGE_TYPES[link]
+        if (link, mtype) not in basis:
+            problems.append(f'{where}: no legal basis for ({link}, {mtype}); add links.legal_basis."{link}.{mtype}"')
+        peers[link] = PeerConfig(link, url, Path(files["cert_file"]), Path(files["key_file"]),
+                                 Path(files["trust_file"]), tuple(names), Path(crl) if crl else None)
+    metrics = section.get("metrics_file")
+    if metrics is not None and (not isinstance(metrics, str) or not metrics.startswith("/")):
+        problems.append("links.metrics_file: must be an absolute path")
+        metrics = None
+    batch = section.get("batch_size", 500)
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1000:
+        problems.append("links.batch_size: must be an integer from 1 to 1000")
+        batch = 500
+    return LinksConfig(
+        peers=peers, legal_basis=basis, batch_size=batch,
+        poll_interval_seconds=_number(section, "poll_interval_seconds", 0.02, 0.001, 10, problems, "links"),
+        backoff_initial_seconds=_number(section, "backoff_initial_seconds", 0.5, 0.01, 60, problems, "links"),
+        backoff_max_seconds=_number(section, "backoff_max_seconds", 30.0, 0.1, 3600, problems, "links"),
+        timeout_seconds=_number(section, "timeout_seconds", 10.0, 0.1, 300, problems, "links"),
+        metrics_file=Path(metrics) if metrics else None,
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     municipality_code: str
@@ -124,6 +257,7 @@ class Config:
     metrics_listen: Listener
     juminhyo_validator: str
     tls: TlsConfig | None = None
+    links: LinksConfig = field(default_factory=lambda: LinksConfig(peers={}, legal_basis={}))
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -264,6 +398,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     metrics = r.listener("metrics", "listen", "127.0.0.1:9464")
     validator = r.get("validation", "juminhyo_validator", str, "digits-only")
     tls = _tls_config(data.get("tls"), r.problems)
+    links = _links_config(data.get("links"), tls, r.problems)
 
     if r.problems:
         raise ConfigError(r.problems)
@@ -286,6 +421,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         metrics_listen=metrics,
         juminhyo_validator=validator,
         tls=tls,
+        links=links,
         source=source,
         raw=data,
     )

@@ -20,12 +20,14 @@ from sqlalchemy import Engine, text
 from jukics.api.app import AppDeps, create_app
 from jukics.api.identity import IdentitySource, identity_from_gunicorn
 from jukics.audit.chain import AuditLog, verify
-from jukics.config import Config
+from jukics.config import LINK_MESSAGE_TYPES, Config
 from jukics.domain.validate import Validators
 from jukics.intake import Intake
 from jukics.keystore import KeyStore, open_keystore
+from jukics.links.worker import LinkWorker
 from jukics.store import db
 from jukics.store.clock import Clock, utc_now
+from jukics.store.link_state import LinkState
 from jukics.store.repository import ResidentStore
 from jukics.store.retention import purge
 
@@ -68,6 +70,26 @@ class Service:
             self.config.juminhyo_validator, frozenset({self.config.municipality_code})
         )
         return Intake(self.store, self.audit, validators, self.today)
+
+    @cached_property
+    def link_state(self) -> LinkState:
+        return LinkState(self.engine, self.audit, self.clock)
+
+    def link_workers(self) -> list[LinkWorker]:
+        """One delivery worker per configured peer link (jukics.links.worker)."""
+        from jukics.links.transport import PeerTransport
+
+        links = self.config.links
+        workers = []
+        for link, peer in links.peers.items():
+            mtype = LINK_MESSAGE_TYPES[link]
+            workers.append(LinkWorker(
+                link, source=self.store, state=self.link_state,
+                transport=PeerTransport(peer, timeout=links.timeout_seconds),
+                sender=self.config.sender_id, message_type=mtype,
+                legal_basis=links.legal_basis.get((link, mtype)), batch_size=links.batch_size,
+            ))
+        return workers
 
     def health(self) -> Mapping[str, Any]:
         status = database_status_of(self.engine)

@@ -82,6 +82,13 @@ NON_PERSONAL_QUERY_KEYS: Final = frozenset(
         "history_versions",
         "deleted_residents",
         "client",
+        # links (jukics.store.link_state): sequence numbers and dead-letter ids, no personal data
+        "from_seq",
+        "through_seq",
+        "seq",
+        "dead_letters",
+        "peer",
+        "message_type",
     }
 )
 

@@ -193,6 +193,28 @@ link_status = Table(
     PrimaryKeyConstraint("link"),
 )
 
+# 整合性確認 (F4): one row per check against a peer. The peer's difference lists name residents
+# (住民票コード), so they are stored encrypted (``detail_ct``: AES-256-GCM of the JSON lists under the
+# data key, record id = ``consistency-<id>``); the counts are in clear for `jukics consistency report`.
+consistency_reports = Table(
+    "consistency_reports",
+    metadata,
+    Column("id", RowId, nullable=False, autoincrement=True),
+    Column("link", String(16), nullable=False),
+    Column("peer", String(128), nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp, nullable=True),
+    Column("status", String(8), nullable=False),
+    Column("checked", BigInteger, nullable=False),
+    Column("missing_at_peer", BigInteger, nullable=False),
+    Column("unknown_to_cs", BigInteger, nullable=False),
+    Column("mismatched", BigInteger, nullable=False),
+    Column("error", String(200), nullable=True),
+    Column("detail_ct", LargeBinary, nullable=True),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("status IN ('running', 'ok', 'differs', 'failed')", name="status"),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

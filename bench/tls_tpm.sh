@@ -27,11 +27,15 @@ podman run -d --name bench-tls-cs1 --hostname cs1 --systemd=always --cap-add SYS
   --network bench-tls-jukinet:ip=10.233.140.10,mac=02:00:0a:e9:8c:0a "$image" /sbin/init >/dev/null
 until podman exec bench-tls-cs1 systemctl is-system-running 2>/dev/null | grep -qE 'running|degraded'; do sleep 0.5; done
 bash scripts/lab-pki.sh "$work/pki" cs1 10.233.130.10 >/dev/null
+# The controller reaches the appliance through the bridges: their MACs go on the MAC allowlists.
+bridge_mac() { cat "/sys/class/net/$(podman network inspect --format '{{.NetworkInterface}}' "$1")/address"; }
+internal_mac=$(bridge_mac bench-tls-internal) jukinet_mac=$(bridge_mac bench-tls-jukinet)
 
 echo "converging the appliance with playbooks/site.yml (log: kept on failure)"
 if ! ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml --limit cs1 \
     -e ansible_host=bench-tls-cs1 -e jukics_lab_pki_dir="$work/pki" \
-    -e '{"lab_internal_prefix": "10.233.130", "lab_jukinet_prefix": "10.233.140"}' > "$work/converge.log" 2>&1; then
+    -e '{"lab_internal_prefix": "10.233.130", "lab_jukinet_prefix": "10.233.140"}' \
+    -e lab_internal_bridge_mac="$internal_mac" -e lab_jukinet_bridge_mac="$jukinet_mac" -e '{"cs_service_links_peers": []}' > "$work/converge.log" 2>&1; then
   tail -40 "$work/converge.log"; exit 1
 fi
 podman cp bench/tls_tpm_appliance.py bench-tls-cs1:/root/tls_tpm_appliance.py

@@ -49,11 +49,19 @@ def make_service(tmp_path: Path, legal_basis: dict[str, str] | None = None) -> S
 
 def load(svc: Service, n: int, seed: int = 7) -> list[dict[str, Any]]:
     people = list(generate_residents(n, seed=seed, municipality_code=CODE, today=dt.date(2026, 11, 1)))
-    items = [i for p in people for i in resident_intake_items(p)]
     ident = PeerIdentity(dns_names=(KIZON,), common_name=None)
     client = testing.TestClient(build_app(svc.config, identity=lambda env: ident, service=svc))
-    r = client.simulate_post("/v1/intake/updates", body=json.dumps({"items": items}), content_type="application/json")
-    assert r.status_code == 200 and r.json["applied"] == len(items)
+    items: list[dict[str, Any]] = []
+    batch: list[dict[str, Any]] = []
+    for person in [*people, None]:
+        person_items = resident_intake_items(person) if person is not None else []
+        if batch and (person is None or len(batch) + len(person_items) > 1000):  # whole residents per batch
+            r = client.simulate_post("/v1/intake/updates", body=json.dumps({"items": batch}),
+                                     content_type="application/json")
+            assert r.status_code == 200 and r.json["applied"] == len(batch)
+            items += batch
+            batch = []
+        batch += person_items
     return items
 
 

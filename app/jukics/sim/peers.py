@@ -575,9 +575,10 @@ class RunningPeer:
 
     def set_faults(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         f = self.peer.faults
-        if changes.get("clear"):
+        if changes.get("clear"):  # everything off first, then what else this call sets
             changes = {"down": False, "slow_seconds": 0.0, "wrong_cert": False, "nack_rate": 0.0,
-                       "drop_ack_rate": 0.0, "forward_twice": False}
+                       "drop_ack_rate": 0.0, "forward_twice": False,
+                       **{k: v for k, v in changes.items() if k != "clear"}}
         for key in ("slow_seconds", "nack_rate", "drop_ack_rate"):
             if key in changes:
                 value = float(changes[key])

@@ -33,7 +33,8 @@ def sim_config(pki, tmp: Path, role: str, national_url: str = "https://127.0.0.1
     sim = {"role": role, "name": name, "sender_id": "pref-14" if role == "prefecture" else "nat",
            "listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "cert_file": str(leaf.cert),
            "key_file": str(leaf.key), "ca_file": str(pki.ca), "database": str(tmp / f"{role}.sqlite"),
-           "wrong_cert_file": str(pki.leaf("pref1-wrongca").cert), "wrong_key_file": str(pki.leaf("pref1-wrongca").key),
+           "wrong_cert_file": str(pki.leaf("pref1-wrongca").cert),
+           "wrong_key_file": str(pki.leaf("pref1-wrongca").key),
            "senders": {"cs1": SENDER, "cs2": "cs-131016", "pref1": "pref-14"}}
     if role == "prefecture":
         sim["national"] = {"url": national_url, "peer_name": "nat1"}
@@ -99,7 +100,8 @@ def test_whitelist_nacks(network, pki):
     # 附票 never with 個人番号
     fuhyo = envelopes([1], link="fuhyo", payload=lambda s: {k: record(s)[k] for k in F2_ITEMS})
     _, body = deliver(t, fuhyo, "fuhyo")
-    assert body["results"][0] == {"seq": 1, "status": "nack", "code": p.E_FIELD_NOT_ALLOWED, "detail": "not allowed: my_number"}
+    assert body["results"][0] == {"seq": 1, "status": "nack", "code": p.E_FIELD_NOT_ALLOWED,
+                                  "detail": "not allowed: my_number"}
     _, body = deliver(t, envelopes([2], link="fuhyo"), "fuhyo")
     assert body["results"][0]["status"] == "ack"
     assert pref.peer.store.received(SENDER, "prefecture") == []

@@ -12,6 +12,10 @@
 #                                 (SAN = DNS:wrongname.lab.jukics.example): the TLS handshake succeeds, the app refuses
 #   stranger-ca.crt / .key        a second, unrelated CA
 #   stranger.crt / stranger.key   a client cert from the stranger CA, claiming the 既存住基 name: TLS must refuse it
+#   pref1.crt / pref1.key         the simulated 都道府県サーバ (serverAuth + clientAuth: it also calls the national),
+#                                 SAN = DNS:pref1
+#   nat1.crt / nat1.key           the simulated 全国サーバ (serverAuth + clientAuth), SAN = DNS:nat1
+#   pref1-wrongca.crt / .key      pref1's name from the stranger CA: the sim's wrong-certificate fault
 #
 # Idempotent: existing files are kept unless missing, expiring within a day, or (cs.crt) issued for other names.
 # Private keys are 0600, certificates 0644, the directory 0700.
@@ -79,5 +83,8 @@ leaf cs ca "/O=jukics lab/CN=${1:-localhost}" "$san" serverAuth
 leaf kizon ca "/O=jukics lab/CN=$kizon_name" "DNS:$kizon_name" clientAuth
 leaf wrongname ca "/O=jukics lab/CN=wrongname.lab.jukics.example" "DNS:wrongname.lab.jukics.example" clientAuth
 leaf stranger stranger-ca "/O=stranger/CN=$kizon_name" "DNS:$kizon_name" clientAuth
+leaf pref1 ca "/O=jukics lab/CN=pref1" "DNS:pref1" serverAuth,clientAuth
+leaf nat1 ca "/O=jukics lab/CN=nat1" "DNS:nat1" serverAuth,clientAuth
+leaf pref1-wrongca stranger-ca "/O=stranger/CN=pref1" "DNS:pref1" serverAuth,clientAuth
 chmod 0600 ./*.key
 chmod 0644 ./*.crt

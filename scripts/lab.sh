@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The local lab: the CS appliance and its neighbours as systemd containers on two podman networks.
 #   internal (庁内, 10.233.10.0/24): cs1 (eth0), kizon1 (既存住基), stranger1 (a device not on the MAC allowlist)
-#   jukinet  (住基ネット, 10.233.20.0/24, no route out): cs1 (eth1), pref1 (都道府県サーバ sim)
-# `lab.sh up` creates what is missing, provisions cs1 with playbooks/site.yml and runs the demo;
+#   jukinet  (住基ネット, 10.233.20.0/24, no route out): cs1 (eth1), pref1 (都道府県サーバ sim),
+#            nat1 (全国サーバ sim)
+# `lab.sh up` creates what is missing, provisions the sims and cs1 with playbooks/lab.yml (sims.yml + site.yml) and runs the demo;
 # `lab.sh down` removes containers and networks. Addresses and MACs are fixed: the lab inventory
 # (inventories/lab/) names them for the firewall's allowlists.
 set -euo pipefail
@@ -27,6 +28,7 @@ hosts=(
   "jukics-kizon1 --network jukics-internal:ip=10.233.10.20,mac=02:00:0a:e9:0a:14"
   "jukics-stranger1 --network jukics-internal:ip=10.233.10.99,mac=02:00:0a:e9:0a:63"
   "jukics-pref1 --network jukics-jukinet:ip=10.233.20.20,mac=02:00:0a:e9:14:14"
+  "jukics-nat1 --network jukics-jukinet:ip=10.233.20.30,mac=02:00:0a:e9:14:1e"
 )
 
 up_infra() {
@@ -70,8 +72,8 @@ provision() {
   say "throwaway lab PKI (.lab/pki, generated now, never committed)"
   bash scripts/lab-pki.sh "$state/pki" cs1 10.233.10.10 >/dev/null
   ls "$state/pki" | tr '\n' ' '; echo
-  say "ansible-playbook playbooks/site.yml -i inventories/lab"
-  ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml -e jukics_lab_pki_dir="$state/pki" \
+  say "ansible-playbook playbooks/lab.yml -i inventories/lab (sims, then site.yml)"
+  ansible-playbook -i inventories/lab/hosts.yml playbooks/lab.yml -e jukics_lab_pki_dir="$state/pki" \
     | tee "$state/site.log" | grep -E '^(PLAY|TASK \[.*(Validate|health|allowlist)|ok:|changed:|fatal:|failed:|[a-z0-9-]+ +: ok=)' \
     | grep -vE '^(ok|changed): \[' || true
   grep -qE 'failed=0 ' "$state/site.log" && ! grep -qE 'failed=[1-9]|unreachable=[1-9]' "$state/site.log" \

@@ -25,6 +25,8 @@ record() { # name rc log
     passed=$((passed + 1)); stamp "PASS $1"
   else
     failed=$((failed + 1)); failures+=("$1"); stamp "FAIL $1 (log: ${3#"$root"/})"
+    # The first errors (Ansible's fatal lines, pytest's failures) and then the end of the log.
+    grep -n -m 12 -E '^(fatal|failed): |^FAILED |^E  ' "$3" | cut -c1-600 | sed 's/^/    ! /'
     tail -n 40 "$3" | sed 's/^/    | /'
   fi
 }

@@ -3,7 +3,10 @@
 It drives the lab hosts with `podman exec` (the controller is not on the MAC allowlist for the
 intake port; 既存住基 is): the 既存住基 host kizon1 sends SYNTHETIC residents and their changes to
 cs1 over mutual TLS, a device that is not on the MAC allowlist tries the same, and the appliance
-shows what it stored, what it queued for the prefecture, and that its audit chain verifies.
+shows what it stored and that its audit chain verifies. The links worker delivers F2 and 附票 to the
+simulated 都道府県サーバ (pref1), which forwards F2 to the simulated 全国サーバ (nat1); then the prefecture
+goes down, the CS keeps taking updates (its outbox grows), and once the prefecture is back the queue
+drains with nothing lost, duplicated or out of order.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from jukics.sim import kizon_client
 from jukics.sim.residents import generate_residents, generate_updates, make_invalid_variants, resident_intake_items
@@ -22,6 +26,10 @@ from jukics.sim.residents import generate_residents, generate_updates, make_inva
 CS = "jukics-cs1"
 KIZON = "jukics-kizon1"
 STRANGER = "jukics-stranger1"
+PREF = "jukics-pref1"
+NAT = "jukics-nat1"
+SIM = "/opt/jukics-sim/venv/bin/jukics-sim"
+SENDER = "cs-142140"
 CS_INTERNAL_IP = "10.233.10.10"
 MUNICIPALITY = "142140"
 
@@ -50,6 +58,42 @@ def send_from(host: str, lines: list[dict], pki_dir: str, *, batch: int = 1000, 
     if out.returncode != 0:
         raise RuntimeError(f"kizon client failed: {out.stderr.strip()[-600:]}")
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def sim(host: str, *argv: str) -> Any:
+    return json.loads(sh("podman", "exec", host, SIM, *argv).stdout)
+
+
+def links_status() -> dict[str, dict[str, Any]]:
+    # as root, like the checks in molecule verify (the TPM admits root and tss)
+    out = sh("podman", "exec", CS, "/opt/jukics/venv/bin/jukics", "--config", "/etc/jukics/jukics.toml",
+             "links", "status", check=False)
+    return {r["link"]: r for r in json.loads(out.stdout or "[]")}
+
+
+def wait_drained(timeout: float = 300) -> tuple[dict[str, dict[str, Any]], float]:
+    t0 = time.monotonic()
+    while True:
+        status = links_status()
+        if status and all(r["pending"] == 0 for r in status.values()):
+            return status, time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"the links did not drain in {timeout:.0f} s: {status}")
+        time.sleep(1)
+
+
+def show_links(status: dict[str, dict[str, Any]]) -> None:
+    for link, r in sorted(status.items()):
+        print(f"  {link:<10} last seq {r['last_seq']:>6}  acked {r['acked_seq']:>6}  pending {r['pending']:>5}  "
+              f"dead letters {r['dead_letters']}  failures in a row {r.get('consecutive_failures', 0)}")
+
+
+def show_sims() -> tuple[dict[str, Any], dict[str, Any]]:
+    pref, nat = sim(PREF, "state"), sim(NAT, "state")
+    print(f"  pref1 (都道府県サーバ sim) received {pref['received']}, duplicates {pref['duplicates']}, "
+          f"gaps {pref['gaps']}, NACKs {pref['nacks']}, forward queue {pref['forward_queue']}")
+    print(f"  nat1  (全国サーバ sim)     received {nat['received']}, gaps {nat['gaps']}")
+    return pref, nat
 
 
 def install_client(host: str, pki: Path) -> None:
@@ -85,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = send_from(KIZON, history, "/opt/demo/pki")
     total = summary[-1]
     print(f"  load: {total['total']} in {total['seconds']} s")
+    held_back = updates[-150:]  # sent while the prefecture is down, below
+    updates = updates[:-150]
     summary = send_from(KIZON, updates, "/opt/demo/pki")
     print(f"  changes: {summary[-1]['total']} in {summary[-1]['seconds']} s")
 
@@ -117,7 +163,28 @@ def main(argv: list[str] | None = None) -> int:
     stats = json.loads(on_cs("stats"))
     print(f"  residents {stats['residents']}, 消除者 {stats['deleted']}, record versions {stats['versions']} "
           "(history is never overwritten)")
-    print(f"  queued for the links: {stats['outbox_pending']} (F2 to 都道府県サーバ, 附票 without 個人番号)")
+
+    title("links: F2 and 附票 to the prefecture over mutual TLS (client key in the TPM), F2 on to the national")
+    status, took = wait_drained()
+    print(f"  drained in {took:.0f} s after the last intake")
+    show_links(status)
+    show_sims()
+
+    title("the prefecture goes down: intake goes on, the CS outbox holds what it cannot send yet")
+    sim(PREF, "faults", "--down")
+    summary = send_from(KIZON, held_back, "/opt/demo/pki")
+    print(f"  while down, 既存住基 sent {len(held_back)} more changes: {summary[-1]['total']}")
+    time.sleep(3)
+    show_links(links_status())
+    sim(PREF, "faults", "--up")
+    status, took = wait_drained()
+    print(f"  prefecture back: drained in {took:.0f} s (capped exponential backoff)")
+    show_links(status)
+    pref, nat = show_sims()
+    lost = {link: r["last_seq"] - pref["received"].get(f"{SENDER}/{link}", 0) for link, r in status.items()}
+    print(f"  missing at the prefecture per link: {lost}; gaps {pref['gaps']} (in order, nothing lost); "
+          f"forwarded to national {nat['received'].get('pref-14/national', 0)} of "
+          f"{pref['received'].get(f'{SENDER}/prefecture', 0)}")
 
     title("audit chain")
     print("  " + on_cs("audit", "verify").strip())
@@ -127,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nDemo finished in {elapsed:.0f} s. Where to look next:")
     print("  podman exec -it jukics-cs1 bash                 # the appliance (journalctl -u jukics, nft list ruleset)")
     print("  podman exec --user jukics jukics-cs1 /opt/jukics/venv/bin/jukics --help")
+    print("  podman exec jukics-pref1 /opt/jukics-sim/venv/bin/jukics-sim --help   # the prefecture sim, its faults")
     print(f"  {args.state}/site.log                         # the full ansible-playbook output")
     print("  docs/architecture.md, docs/operations.md       # how it fits together, how to run it")
     print("  make lab-down                                   # remove the lab")

@@ -25,6 +25,8 @@ but also anything a bug might pass) never appear in logs or exception messages.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -91,10 +93,37 @@ def make_engine(
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get(_WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        if conn.get_execution_options().get(_WRITE_OPTION, False):
+            _begin_immediate(conn.connection.driver_connection, busy_timeout_ms)
+        else:
+            conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _begin_immediate(raw: Any, busy_timeout_ms: int) -> None:
+    """``BEGIN IMMEDIATE``, waiting for the write lock in steps of at most 2 ms.
+
+    SQLite's own busy handler sleeps 1, 2, 5, ... up to 100 ms between tries, so a writer that queues
+    behind another one (intake and the links worker take turns) can wait 100 ms for a lock that was
+    free after 1 ms; that was the relay's latency tail. Here the wait is short steps until the same
+    deadline; the connection's busy_timeout stays for everything else.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        pause = 0.0002
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
 
 
 @contextlib.contextmanager

@@ -21,9 +21,13 @@ from jukics.api.app import AppDeps, create_app
 from jukics.api.identity import IdentitySource, identity_from_gunicorn
 from jukics.audit.chain import AuditLog, verify
 from jukics.config import LINK_MESSAGE_TYPES, Config
+from jukics.domain.places import prefecture_of_code
 from jukics.domain.validate import Validators
 from jukics.intake import Intake
 from jukics.keystore import KeyStore, open_keystore
+from jukics.links.consistency import ConsistencyCheck
+from jukics.links.queries import PeerQueries
+from jukics.links.routing import QueryRouter
 from jukics.links.worker import LinkWorker
 from jukics.store import db
 from jukics.store.clock import Clock, utc_now
@@ -90,6 +94,24 @@ class Service:
                 legal_basis=links.legal_basis.get((link, mtype)), batch_size=links.batch_size,
             ))
         return workers
+
+    def prefecture_queries(self) -> PeerQueries:
+        """A query client on the prefecture link (F4, F5, F7/F8); LookupError when there is none."""
+        peer = self.config.links.peers.get("prefecture")
+        if peer is None:
+            raise LookupError("no prefecture link is configured ([links.peers.prefecture])")
+        return PeerQueries(peer, self.config.sender_id, timeout=self.config.links.timeout_seconds)
+
+    @cached_property
+    def query_router(self) -> QueryRouter:
+        has_peer = "prefecture" in self.config.links.peers
+        return QueryRouter(self.store, self.audit, prefecture=prefecture_of_code(self.config.municipality_code),
+                           peers=self.prefecture_queries if has_peer else None,
+                           is_valid_code=self.intake.validators.juminhyo.is_valid)
+
+    @cached_property
+    def consistency(self) -> ConsistencyCheck:
+        return ConsistencyCheck(self.engine, self.store, self.audit, self.store.cipher, self.clock)
 
     def health(self) -> Mapping[str, Any]:
         status = database_status_of(self.engine)

@@ -89,6 +89,16 @@ NON_PERSONAL_QUERY_KEYS: Final = frozenset(
         "dead_letters",
         "peer",
         "message_type",
+        # queries (jukics.links.routing) and 整合性確認 (jukics.links.consistency): counts and ids only
+        "source",
+        "asked",
+        "scope",
+        "check_id",
+        "report_id",
+        "checked",
+        "missing_at_peer",
+        "unknown_to_cs",
+        "mismatched",
     }
 )
 

@@ -189,19 +189,25 @@ def decode_results(body: bytes, sent: Sequence[Envelope]) -> list[Result]:
 
 # ---- queries (synchronous request / answer; no outbox) ----------------------------------------
 #
-# POST /v1/identity/check   F5:  {"sender", "purpose", "juminhyo_code"}
+# POST /v1/identity/check   F5:  {"sender", "purpose", "scope"?, "juminhyo_code"}
 #                                -> {"found": bool, "record": {F2 items except 個人番号} | null}
-# POST /v1/search           F7/F8: {"sender", "purpose", "criteria": {...}} where criteria is one of
+# POST /v1/search           F7/F8: {"sender", "purpose", "scope"?, "criteria": {...}} where criteria is one of
 #                                {"juminhyo_code"}, {"my_number"}, or >= 2 of name_kanji / birth_date /
 #                                address (性別 never counts) -> {"results": [record, ...]} (at most 50)
 # POST /v1/consistency/{link}  F4: {"sender", "as_of", "records": [{"juminhyo_code", "digest"}, ...]}
 #                                -> {"checked": n, "missing_at_peer": [code...], "unknown_to_sender":
 #                                    [code...], "mismatched": [code...]}
-# A refusal is an HTTP 4xx with {"code": "E_...", "message": "..."}.
+# ``scope`` (F5, F7/F8): "prefecture" (the default: the residents this 都道府県サーバ holds) or
+# "national" (the prefecture relays the query to the 全国サーバ as itself and returns its answer).
+# A refusal is an HTTP 4xx with {"code": "E_...", "message": "..."}; 502/503 when the prefecture could
+# not reach the 全国サーバ.
 
 IDENTITY_CHECK_PATH: Final = f"/{PROTOCOL_VERSION}/identity/check"
 SEARCH_PATH: Final = f"/{PROTOCOL_VERSION}/search"
 SEARCH_LIMIT: Final = 50
+SCOPE_PREFECTURE: Final = "prefecture"
+SCOPE_NATIONAL: Final = "national"
+SCOPES: Final = (SCOPE_PREFECTURE, SCOPE_NATIONAL)
 E_SEARCH_KEYS: Final = "E_SEARCH_KEYS"  # the criteria do not satisfy the search-key rule
 
 

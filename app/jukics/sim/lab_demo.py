@@ -44,6 +44,15 @@ def on_cs(*argv: str) -> str:
     return sh("podman", "exec", CS, "/opt/jukics/venv/bin/jukics", "--config", "/etc/jukics/jukics.toml", *argv).stdout
 
 
+def on_cs_json(*argv: str) -> tuple[int, Any]:
+    """A jukics command whose exit code carries an answer (3: none found / differences): code and JSON."""
+    out = sh("podman", "exec", CS, "/opt/jukics/venv/bin/jukics", "--config", "/etc/jukics/jukics.toml", *argv,
+             check=False)
+    if out.returncode not in (0, 3):
+        raise RuntimeError(f"jukics {' '.join(argv[:2])} failed ({out.returncode}): {out.stderr.strip()[-400:]}")
+    return out.returncode, json.loads(out.stdout)
+
+
 def title(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
@@ -169,6 +178,37 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  drained in {took:.0f} s after the last intake")
     show_links(status)
     show_sims()
+
+    title("F5 identity check and F7/F8 search, routed local → prefecture → national (every query audited)")
+    changed = {str(u["juminhyo_code"]) for u in [*updates, *held_back]}
+    own = next(p for p in people if p["record_status"] == "current" and p["juminhyo_code"] not in changed)
+    _, a = on_cs_json("query", "identity", str(own["juminhyo_code"]), "--purpose", "F5-counter",
+                      "--operator", "op0001", "--json")
+    print(f"  identity check of a resident of {MUNICIPALITY}: answered by {a['source']} (asked {a['asked']}), "
+          f"items {sorted(a['results'][0]) if a['results'] else []} (never 個人番号)")
+    _, a = on_cs_json("query", "identity", "99999999999", "--purpose", "F5-counter", "--operator", "op0001", "--json")
+    print(f"  a 住民票コード nobody holds: asked {a['asked']}, found {a['found']}")
+    _, a = on_cs_json("query", "search", "--name-kana", str(own["name_kana"]),
+                      "--birth-date", str(own["birth_date"]), "--purpose", "F7-counter", "--operator", "op0001",
+                      "--json")
+    print(f"  ふりがな氏名 + 生年月日: {a['found']} found by {a['source']}")
+    _, a = on_cs_json("query", "search", "--name-kanji", "東京　花子", "--address", "東京都千代田区千代田1番",
+                      "--purpose", "F8-counter", "--operator", "op0001", "--json")
+    print(f"  漢字氏名 + 住所 in 東京都: asked {a['asked']} only (skipped {sorted(a['skipped'])}), found {a['found']}")
+    refused = sh("podman", "exec", CS, "/opt/jukics/venv/bin/jukics", "--config", "/etc/jukics/jukics.toml",
+                 "query", "search", "--name-kanji", str(own["name_kanji"]), "--sex", str(own["sex"]),
+                 "--purpose", "F7-counter", "--operator", "op0001", check=False)
+    print(f"  氏名 + 性別: refused, exit {refused.returncode}: {refused.stderr.strip()[:110]}")
+
+    title("F4 整合性確認: the whole file as per-record digests against the prefecture's copy")
+    _, r = on_cs_json("consistency", "run", "--operator", "op0001", "--json")
+    print(f"  {r['checked']} residents checked: {r['status']} (missing at the prefecture {r['missing_at_peer']}, "
+          f"unknown to the CS {r['unknown_to_cs']}, mismatched {r['mismatched']})")
+    seeded = sim(PREF, "seed-mismatches", "--alter", "3", "--drop", "2")
+    _, r = on_cs_json("consistency", "run", "--operator", "op0001", "--json")
+    print(f"  the prefecture sim spoils {seeded['altered']} records and loses {seeded['dropped']}: {r['status']}, "
+          f"mismatched {r['mismatched']}, missing at the prefecture {r['missing_at_peer']} "
+          f"(report {r['id']}: `jukics consistency report --id {r['id']}`; the lists are stored encrypted)")
 
     title("the prefecture goes down: intake goes on, the CS outbox holds what it cannot send yet")
     sim(PREF, "faults", "--down")

@@ -247,6 +247,8 @@ class Peer:
         self.accepts = ACCEPTS[config.role]
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._relay_lock = threading.Lock()
+        self._relay: PeerTransport | None = None
 
     # ---- delivery --------------------------------------------------------------------------
     def deliver(self, link: str, sender: str, envelopes: list[p.Envelope]) -> list[p.Result]:
@@ -363,6 +365,9 @@ class Peer:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        with self._relay_lock:
+            if self._relay is not None:
+                self._relay.close()
 
     # ---- queries ---------------------------------------------------------------------------
     def search(self, criteria: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -408,6 +413,26 @@ class Peer:
                     self.store.db.execute("DELETE FROM checks WHERE check_id = ?", (check_id,))
         return {"checked": len(theirs), "missing_at_peer": missing, "unknown_to_sender": unknown,
                 "mismatched": mismatched}
+
+    def _relay_to_national(self, path: str, body: Mapping[str, Any]) -> tuple[int, Any]:
+        """A query for residents of other prefectures goes on to the 全国サーバ, as this prefecture."""
+        assert self.config.national_url and self.config.national_peer_name
+        with self._relay_lock:
+            if self._relay is None:
+                self._relay = PeerTransport(PeerConfig("national", self.config.national_url, self.config.cert_file,
+                                                       self.config.key_file, self.config.ca_file,
+                                                       (self.config.national_peer_name,)), timeout=10)
+            relayed = {**body, "sender": self.config.sender_id, "scope": p.SCOPE_NATIONAL}
+            try:
+                resp = self._relay.post(path, json.dumps(relayed, ensure_ascii=False).encode())
+            except LinkAuthError as exc:
+                return 502, {"code": exc.code, "message": f"全国サーバ: {exc.reason}"}
+            except OSError as exc:
+                return 503, {"code": p.E_UNAVAILABLE, "message": f"全国サーバ: {describe_error(exc)}"}
+        try:
+            return resp.status, json.loads(resp.body)
+        except json.JSONDecodeError:
+            return 502, {"code": p.E_PROTOCOL, "message": "全国サーバ: the answer is not JSON"}
 
     def seed_mismatches(self, alter: int, drop: int) -> dict[str, int]:
         with self.store.lock:
@@ -495,6 +520,12 @@ class Peer:
             if path in (p.SEARCH_PATH, p.IDENTITY_CHECK_PATH):
                 if not body.get("purpose"):
                     return 400, {"code": E_PURPOSE_REQUIRED, "message": "a purpose code is required"}
+                self.store.bump("queries")
+                scope = body.get("scope", p.SCOPE_PREFECTURE)
+                if scope not in p.SCOPES:
+                    return 400, {"code": p.E_PROTOCOL, "message": f"scope must be one of {list(p.SCOPES)}"}
+                if scope == p.SCOPE_NATIONAL and self.config.role == "prefecture":
+                    return self._relay_to_national(path, body)
                 if path == p.IDENTITY_CHECK_PATH:
                     found = self.search({"juminhyo_code": body.get("juminhyo_code")})
                     return 200, {"found": bool(found), "record": found[0] if found else None}

@@ -36,6 +36,7 @@ from jukics.domain.identifiers import (
     is_valid_municipality_code,
     my_number_check_digit,
 )
+from jukics.domain.places import PREFECTURES
 from jukics.domain.reasons import REASONS
 from jukics.domain.text import MAX_LENGTHS, seion_kana
 from jukics.domain.validate import ITEM_REQUIRED, RECORD_FIELDS, Validators
@@ -95,13 +96,6 @@ TOWNS: Final[tuple[str, ...]] = (
     "光ケ丘", "柳町", "梅が丘", "見晴台", "川原町", "港町",
 )
 BUILDINGS: Final[tuple[str, ...]] = ("コーポ", "ハイツ", "メゾン", "レジデンス", "パレス", "グランコート")
-PREFECTURES: Final[tuple[str, ...]] = (
-    "北海道", "青森県", "岩手県", "宮城県", "秋田県", "山形県", "福島県", "茨城県", "栃木県", "群馬県",
-    "埼玉県", "千葉県", "東京都", "神奈川県", "新潟県", "富山県", "石川県", "福井県", "山梨県", "長野県",
-    "岐阜県", "静岡県", "愛知県", "三重県", "滋賀県", "京都府", "大阪府", "兵庫県", "奈良県", "和歌山県",
-    "鳥取県", "島根県", "岡山県", "広島県", "山口県", "徳島県", "香川県", "愛媛県", "高知県", "福岡県",
-    "佐賀県", "長崎県", "熊本県", "大分県", "宮崎県", "鹿児島県", "沖縄県",
-)
 #: Public 全国地方公共団体コード -> municipality name, for nicer synthetic addresses.
 MUNICIPALITIES: Final[dict[str, str]] = {
     "011002": "札幌市", "011011": "札幌市中央区", "131016": "千代田区", "131041": "新宿区",

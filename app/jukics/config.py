@@ -7,6 +7,7 @@ start with the same text.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import tomllib
@@ -112,7 +113,9 @@ def _tls_config(section: Any, problems: list[str]) -> TlsConfig | None:
 
 
 #: The message type each outbox link carries (jukics.links.protocol).
-LINK_MESSAGE_TYPES: Final = {"prefecture": "update_notice", "fuhyo": "fuhyo_notice"}
+LINK_MESSAGE_TYPES: Final = {"prefecture": "update_notice", "fuhyo": "fuhyo_notice",
+                              # F9 送付先情報 and F10 card events, to the 個人番号カード管理システム
+                              "sofusaki": "sofusaki", "card": "card_event"}
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,7 @@ class Config:
     juminhyo_validator: str
     tls: TlsConfig | None = None
     links: LinksConfig = field(default_factory=lambda: LinksConfig(peers={}, legal_basis={}))
+    extra_closed_days: tuple[dt.date, ...] = ()
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -353,7 +357,8 @@ def _tpm_keystore_problems(keystore: Mapping[str, Any]) -> list[str]:
 
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(data)
-    known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit", "tls"}
+    known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit", "tls",
+             "calendar"}
     for name in data:
         if name not in known:
             r.problems.append(f"{name}: unknown section (known: {', '.join(sorted(known))})")
@@ -399,6 +404,14 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     validator = r.get("validation", "juminhyo_validator", str, "digits-only")
     tls = _tls_config(data.get("tls"), r.problems)
     links = _links_config(data.get("links"), tls, r.problems)
+    closed: list[dt.date] = []
+    for day in r.get("calendar", "extra_closed_days", list, []) or []:
+        try:
+            closed.append(dt.date.fromisoformat(day) if isinstance(day, str) else day)
+            if not isinstance(closed[-1], dt.date):
+                raise TypeError
+        except (TypeError, ValueError):
+            r.problems.append(f"calendar.extra_closed_days: {day!r} is not a date (YYYY-MM-DD)")
 
     if r.problems:
         raise ConfigError(r.problems)
@@ -422,6 +435,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         juminhyo_validator=validator,
         tls=tls,
         links=links,
+        extra_closed_days=tuple(closed),
         source=source,
         raw=data,
     )

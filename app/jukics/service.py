@@ -21,10 +21,13 @@ from jukics.api.app import AppDeps, create_app
 from jukics.api.identity import IdentitySource, identity_from_gunicorn
 from jukics.audit.chain import AuditLog, verify
 from jukics.config import LINK_MESSAGE_TYPES, Config
+from jukics.domain.business_days import BusinessCalendar
 from jukics.domain.places import prefecture_of_code
 from jukics.domain.validate import Validators
 from jukics.intake import Intake
 from jukics.keystore import KeyStore, open_keystore
+from jukics.links.card import LINKS as CARD_LINKS
+from jukics.links.card import CardRelay
 from jukics.links.consistency import ConsistencyCheck
 from jukics.links.queries import PeerQueries
 from jukics.links.routing import QueryRouter
@@ -76,8 +79,16 @@ class Service:
         return Intake(self.store, self.audit, validators, self.today)
 
     @cached_property
+    def card(self) -> CardRelay:
+        return CardRelay(self.engine, self.store.cipher, self.audit, BusinessCalendar(self.config.extra_closed_days),
+                         is_valid_code=self.intake.validators.juminhyo.is_valid, clock=self.clock)
+
+    @cached_property
     def link_state(self) -> LinkState:
-        return LinkState(self.engine, self.audit, self.clock)
+        state = LinkState(self.engine, self.audit, self.clock)
+        for link in CARD_LINKS:
+            state.settle_hooks[link] = self.card.on_settled
+        return state
 
     def link_workers(self) -> list[LinkWorker]:
         """One delivery worker per configured peer link (jukics.links.worker)."""
@@ -88,7 +99,7 @@ class Service:
         for link, peer in links.peers.items():
             mtype = LINK_MESSAGE_TYPES[link]
             workers.append(LinkWorker(
-                link, source=self.store, state=self.link_state,
+                link, source=self.card if link in CARD_LINKS else self.store, state=self.link_state,
                 transport=PeerTransport(peer, timeout=links.timeout_seconds),
                 sender=self.config.sender_id, message_type=mtype,
                 legal_basis=links.legal_basis.get((link, mtype)), batch_size=links.batch_size,
@@ -142,6 +153,7 @@ def build_app(config: Config, *, identity: IdentitySource = identity_from_gunico
         health=svc.health,
         identity=identity,
         max_body_bytes=config.max_body_bytes,
+        card=svc.card,
     )
     return create_app(deps)
 
@@ -159,7 +171,10 @@ def database_status(config: Config) -> str:
 
 def run_purge(config: Config, *, dry_run: bool = False, clock: Callable[[], dt.datetime] = utc_now) -> dict:
     svc = Service(config, clock=clock)
-    return purge(svc.engine, clock, audit=svc.audit, dry_run=dry_run).as_dict()
+    report = purge(svc.engine, clock, audit=svc.audit, dry_run=dry_run).as_dict()
+    # 送付先情報 one business day after it was sent (F9); on the same timer as the retention purge
+    report["sofusaki_deleted"] = svc.card.purge_sent(dry_run=dry_run)
+    return report
 
 
 def verify_audit(config: Config, public_key: bytes | None = None) -> tuple[bool, dict[str, Any]]:

@@ -7,7 +7,7 @@ with an in-memory store and a fake identity source, and gunicorn builds it from 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +18,7 @@ from jukics.api.errors import ApiError
 from jukics.api.identity import IdentitySource, PeerIdentity
 
 MAX_BATCH_ITEMS = 5000
+MAX_CARD_ITEMS = 1000
 MAX_BATCH_ID = 64  # characters (intake.yaml: batch_id maxLength)
 
 
@@ -31,6 +32,14 @@ class IntakeService(Protocol):
         ...
 
 
+class CardService(Protocol):
+    def submit(self, items: Sequence[Any], *, client: str) -> dict[str, Any]: ...
+
+    def notices(self, *, after: int = 0, limit: int = 500, client: str) -> list[dict[str, Any]]: ...
+
+    def ack_notices(self, through: int, *, client: str) -> int: ...
+
+
 @dataclass
 class AppDeps:
     allowed_intake_clients: tuple[str, ...]
@@ -38,6 +47,7 @@ class AppDeps:
     health: Callable[[], Mapping[str, Any]]
     identity: IdentitySource
     max_body_bytes: int = 8 * 1024 * 1024
+    card: CardService | None = None  # F9/F10 and what 既存住基 fetches (jukics.links.card)
 
 
 def _read_json(req: falcon.Request, max_bytes: int) -> Any:
@@ -117,6 +127,69 @@ class IntakeUpdatesResource:
             resp.status = falcon.HTTP_200
 
 
+def _kizon_client(req: falcon.Request, deps: AppDeps) -> str:
+    client = req.context.client
+    if client is None:
+        deps.intake.refuse_request(client=req.context.peer_name, code="E_CLIENT_NOT_ALLOWED")
+        raise ApiError("E_CLIENT_NOT_ALLOWED")
+    return str(client)
+
+
+class CardIntakeResource:
+    """POST /v1/intake/card: F9 送付先情報 and F10 card events, 既存住基 → CS (→ カード管理システム)."""
+
+    def __init__(self, deps: AppDeps, card: CardService) -> None:
+        self.deps = deps
+        self.card = card
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        client = _kizon_client(req, self.deps)
+        try:
+            body = _read_json(req, self.deps.max_body_bytes)
+            if not isinstance(body, dict) or set(body) != {"items"} or not isinstance(body["items"], list):
+                raise ApiError("E_BODY_SHAPE", 'expected {"items": [...]}')
+            if not body["items"]:
+                raise ApiError("E_BATCH_EMPTY")
+            if len(body["items"]) > MAX_CARD_ITEMS:
+                raise ApiError("E_BATCH_TOO_LARGE", f"at most {MAX_CARD_ITEMS} items per batch")
+        except ApiError as exc:
+            self.deps.intake.refuse_request(client=client, code=str(exc.code))
+            raise
+        outcome = self.card.submit(body["items"], client=client)
+        resp.media = outcome
+        resp.status = falcon.HTTP_422 if outcome["refused"] else falcon.HTTP_200
+
+
+class KizonNoticesResource:
+    """GET /v1/kizon/notices?after=ID: what the CS holds for 既存住基 (F10 突合結果), oldest first."""
+
+    def __init__(self, deps: AppDeps, card: CardService) -> None:
+        self.deps = deps
+        self.card = card
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        client = _kizon_client(req, self.deps)
+        after = req.get_param_as_int("after", min_value=0, default=0)
+        limit = req.get_param_as_int("limit", min_value=1, max_value=1000, default=500)
+        resp.media = {"notices": self.card.notices(after=after, limit=limit, client=client)}
+
+
+class KizonNoticesAckResource:
+    """POST /v1/kizon/notices/ack {"through": ID}: 既存住基 stored them; the CS deletes them."""
+
+    def __init__(self, deps: AppDeps, card: CardService) -> None:
+        self.deps = deps
+        self.card = card
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        client = _kizon_client(req, self.deps)
+        body = _read_json(req, 4096)
+        through = body.get("through") if isinstance(body, dict) else None
+        if not isinstance(through, int) or isinstance(through, bool) or through < 0:
+            raise ApiError("E_BODY_SHAPE", 'expected {"through": ID}')
+        resp.media = {"deleted": self.card.ack_notices(through, client=client)}
+
+
 class ClientIdentityMiddleware:
     """Resolves the calling client's certificate to an allowed identity (or None) on every request."""
 
@@ -136,4 +209,8 @@ def create_app(deps: AppDeps) -> falcon.App:
     errors.install(app)
     app.add_route("/v1/health", HealthResource(deps))
     app.add_route("/v1/intake/updates", IntakeUpdatesResource(deps))
+    if deps.card is not None:
+        app.add_route("/v1/intake/card", CardIntakeResource(deps, deps.card))
+        app.add_route("/v1/kizon/notices", KizonNoticesResource(deps, deps.card))
+        app.add_route("/v1/kizon/notices/ack", KizonNoticesAckResource(deps, deps.card))
     return app

@@ -60,6 +60,14 @@ ERROR_CODES: Final[dict[str, str]] = {
     "E_OUT_OF_ORDER": "更新順番号 is not the next one for this resident (a gap, or lower than the last applied)",
     "E_SEQ_CONFLICT": "更新順番号 was already applied with a different 依頼管理番号",
     "E_MY_NUMBER_IN_USE": "the 個人番号 belongs to another resident's record (raised by the store)",
+    # F9 送付先情報 and F10 card events (POST /v1/intake/card, jukics.links.card)
+    "E_CARD_TYPE": "type must be 'sofusaki' (送付先情報) or 'card_event' (card lifecycle event)",
+    "E_SOFUSAKI_SHAPE": "送付先情報 must be a JSON object of at most 100 items (string keys, string or null "
+                        "values), at most 32 KiB; it is passed on unedited",
+    "E_CARD_EVENT_KIND": "kind must be one of kofu (交付), haishi (廃止), kaishu (回収), teishi_kaijo "
+                         "(一時停止解除), henkan (返還)",
+    "E_CARD_ID_INVALID": "card_id must be 1-32 characters of A-Z and 0-9",
+    "E_REQUEST_ID_REUSED": "依頼管理番号 was already used for a different item: nothing was changed",
 }
 
 

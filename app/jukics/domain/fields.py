@@ -84,3 +84,9 @@ F2_ITEMS: Final[tuple[str, ...]] = (
 
 #: 附票本人確認情報: like F2 but never with 個人番号 (seed 004).
 FUHYO_ITEMS: Final[tuple[str, ...]] = tuple(f for f in F2_ITEMS if f != "my_number")
+
+#: F10 card lifecycle event (既存住基 → CS → 個人番号カード管理システム): exactly these items.
+CARD_EVENT_ITEMS: Final[tuple[str, ...]] = ("juminhyo_code", "kind", "event_on", "card_id")
+#: Its kinds (SPEC §2 F10): code -> Japanese name.
+CARD_EVENT_KINDS: Final[dict[str, str]] = {"kofu": "交付", "haishi": "廃止", "kaishu": "回収",
+                                           "teishi_kaijo": "一時停止解除", "henkan": "返還"}

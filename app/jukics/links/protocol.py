@@ -12,7 +12,8 @@ Delivery (CS → peer, and peer → peer in the simulation): ``POST /v1/links/{l
 
 The peer handles the messages in order and answers ``200 {"results": [result, ...]}``, one result per
 message it handled, in order; it may stop early (a shorter list) and the sender re-sends the rest. A
-result is ``{"seq": 17, "status": "ack" | "duplicate" | "nack", "code": "E_...", "detail": "..."}``:
+result is ``{"seq": 17, "status": "ack" | "duplicate" | "nack", "code": "E_...", "detail": "...",
+"data": {...}}`` (``data`` optional: the card system's 突合結果 of an F10 event):
 
 - ``ack``: stored (and, at a prefecture, queued for forwarding);
 - ``duplicate``: (sender, link, seq) was handled before; the earlier outcome stands (a re-send after a
@@ -41,6 +42,8 @@ CONTENT_TYPE: Final = "application/json"
 #: Message types per link, and what each carries (SPEC §2).
 UPDATE_NOTICE: Final = "update_notice"  # F2: exactly the 8 items (fields.F2_ITEMS)
 FUHYO_NOTICE: Final = "fuhyo_notice"  # 附票本人確認情報: like F2, never 個人番号 (seed 004)
+SOFUSAKI: Final = "sofusaki"  # F9 送付先情報: the 既存住基's object, unedited
+CARD_EVENT: Final = "card_event"  # F10 card lifecycle event; the ack's ``data`` is the 突合結果
 
 STATUS_ACK: Final = "ack"
 STATUS_DUPLICATE: Final = "duplicate"
@@ -106,6 +109,7 @@ class Result:
     status: str
     code: str | None = None
     detail: str | None = None
+    data: Mapping[str, Any] | None = None  # what the peer answers besides the status (F10: 突合結果)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"seq": self.seq, "status": self.status}
@@ -113,6 +117,8 @@ class Result:
             out["code"] = self.code
         if self.detail:
             out["detail"] = self.detail
+        if self.data is not None:
+            out["data"] = dict(self.data)
         return out
 
 
@@ -179,11 +185,13 @@ def decode_results(body: bytes, sent: Sequence[Envelope]) -> list[Result]:
     for r, e in zip(raw, sent, strict=False):
         if not isinstance(r, dict) or r.get("seq") != e.seq or r.get("status") not in STATUSES:
             raise ProtocolError(E_PROTOCOL, f"result for seq {e.seq} is malformed or out of order: {r!r}"[:300])
-        code, detail = r.get("code"), r.get("detail")
+        code, detail, data = r.get("code"), r.get("detail"), r.get("data")
+        if data is not None and not isinstance(data, dict):
+            raise ProtocolError(E_PROTOCOL, f"the data of seq {e.seq} is not an object")
         if r["status"] == STATUS_NACK and not isinstance(code, str):
             raise ProtocolError(E_PROTOCOL, f"the NACK of seq {e.seq} carries no code")
         out.append(Result(e.seq, r["status"], code if isinstance(code, str) else None,
-                          str(detail)[:500] if detail is not None else None))
+                          str(detail)[:500] if detail is not None else None, data))
     return out
 
 

@@ -131,8 +131,9 @@ class LinkWorker:
         dead = [DeadLetter(r.seq, r.code or "E_NACK", r.detail or "") for r in results if r.status == STATUS_NACK]
         acked = sum(1 for r in results if r.status == STATUS_ACK)
         dups = sum(1 for r in results if r.status == STATUS_DUPLICATE)
+        replies = {r.seq: r.data for r in results if r.data is not None and r.status != STATUS_NACK}
         self.state.settle(self.link, results[-1].seq, delivered=acked, duplicates=dups, dead=dead,
-                          peer=self.transport.name)
+                          peer=self.transport.name, replies=replies)
         if dead:
             log.warning("%s: %d message(s) NACKed, moved to dead letters (first: seq %d %s)", self.link, len(dead),
                         dead[0].seq, dead[0].code)

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from jukics.config import PeerConfig
-from jukics.domain.fields import F2_ITEMS, FUHYO_ITEMS
+from jukics.domain.fields import CARD_EVENT_ITEMS, F2_ITEMS, FUHYO_ITEMS
 from jukics.domain.reasons import REASONS
 from jukics.links import protocol as p
 from jukics.links.transport import LinkAuthError, PeerTransport, describe_error
@@ -51,7 +51,8 @@ ACCEPTS: dict[str, dict[str, tuple[str, frozenset[str] | None]]] = {
     "prefecture": {"prefecture": (p.UPDATE_NOTICE, frozenset(F2_ITEMS)),
                    "fuhyo": (p.FUHYO_NOTICE, frozenset(FUHYO_ITEMS))},
     "national": {"national": (p.UPDATE_NOTICE, frozenset((*F2_ITEMS, ORIGIN))),
-                 "card": ("sofusaki", None)},  # 送付先情報: any object, stored unedited
+                 "sofusaki": (p.SOFUSAKI, None),  # 送付先情報: any object, stored unedited
+                 "card": (p.CARD_EVENT, frozenset(CARD_EVENT_ITEMS))},  # answered with the 突合結果
 }
 RESULT_ITEMS = tuple(i for i in F2_ITEMS if i not in ("my_number", "change_reason", "changed_on"))
 E_SIM_NACK = "E_SIM_NACK"
@@ -181,6 +182,10 @@ CREATE TABLE IF NOT EXISTS forward_head (id INTEGER PRIMARY KEY CHECK (id = 1), 
   acked_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS overrides (origin TEXT NOT NULL, juminhyo_code TEXT NOT NULL, payload TEXT,
   PRIMARY KEY (origin, juminhyo_code)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cards (card_id TEXT PRIMARY KEY, juminhyo_code TEXT NOT NULL, status TEXT NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS card_results (sender TEXT NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (sender, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS card (id INTEGER PRIMARY KEY, sender TEXT NOT NULL, seq INTEGER NOT NULL,
   payload TEXT NOT NULL, sha256 TEXT NOT NULL, received_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS checks (check_id TEXT NOT NULL, juminhyo_code TEXT NOT NULL,
@@ -266,7 +271,10 @@ class Peer:
                                      (sender, link, e.seq)).fetchone()
                     if old is not None:
                         s.bump("duplicates")
-                        results.append(p.Result(e.seq, p.STATUS_DUPLICATE, old[1]))
+                        earlier = db.execute("SELECT data FROM card_results WHERE sender = ? AND seq = ?",
+                                             (sender, e.seq)).fetchone() if link == "card" else None
+                        results.append(p.Result(e.seq, p.STATUS_DUPLICATE, old[1],
+                                                data=json.loads(earlier[0]) if earlier else None))
                         continue
                     code, detail = self._check(e, mtype, items)
                     if code is None and self.faults.nack_rate and self.faults.rng.random() < self.faults.nack_rate:
@@ -279,9 +287,9 @@ class Peer:
                         db.execute("INSERT INTO seen VALUES (?, ?, ?, 'nack', ?)", (sender, link, e.seq, code))
                         results.append(p.Result(e.seq, p.STATUS_NACK, code, detail))
                         continue
-                    self._store(link, sender, e, now)
+                    data = self._store(link, sender, e, now)
                     db.execute("INSERT INTO seen VALUES (?, ?, ?, 'ack', NULL)", (sender, link, e.seq))
-                    results.append(p.Result(e.seq, p.STATUS_ACK))
+                    results.append(p.Result(e.seq, p.STATUS_ACK, data=data))
                 db.execute("INSERT INTO heads VALUES (?, ?, ?, ?) ON CONFLICT(sender, link) DO UPDATE SET "
                            "last_seq = excluded.last_seq, gaps = excluded.gaps", (sender, link, last, gaps))
                 db.execute("COMMIT")
@@ -304,14 +312,18 @@ class Peer:
             return p.E_FIELD_MISSING, f"missing: {', '.join(sorted(missing))}"
         return None, None
 
-    def _store(self, link: str, sender: str, e: p.Envelope, now: float) -> None:
+    def _store(self, link: str, sender: str, e: p.Envelope, now: float) -> dict[str, Any] | None:
         db = self.store.db
-        if link == "card":
+        if link == "sofusaki":
             text = canonical(e.payload)
             db.execute("INSERT INTO card (sender, seq, payload, sha256, received_at) VALUES (?, ?, ?, ?, ?)",
                        (sender, e.seq, json.dumps(e.payload, ensure_ascii=False),
                         hashlib.sha256(text.encode()).hexdigest(), now))
-            return
+            return None
+        if link == "card":
+            data = self._match_card_event(e.payload)
+            db.execute("INSERT INTO card_results VALUES (?, ?, ?)", (sender, e.seq, json.dumps(data)))
+            return data
         origin = str(e.payload.get(ORIGIN, sender))
         db.execute("INSERT INTO received (sender, link, seq, type, origin, juminhyo_code, payload, received_at) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -322,6 +334,31 @@ class Peer:
             db.execute("INSERT INTO forward_queue VALUES (?, ?)",
                        (last + 1, json.dumps({**e.payload, ORIGIN: sender}, ensure_ascii=False)))
             db.execute("UPDATE forward_head SET last_seq = ?", (last + 1,))
+
+        return None
+
+    def _match_card_event(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """突合: check the event against the cards this sim knows, apply it when it fits."""
+        db, card_id, code, kind = self.store.db, str(event["card_id"]), str(event["juminhyo_code"]), event["kind"]
+        row = db.execute("SELECT juminhyo_code, status FROM cards WHERE card_id = ?", (card_id,)).fetchone()
+        after = {"kofu": "active", "teishi_kaijo": "active", "haishi": "revoked", "kaishu": "collected",
+                 "henkan": "returned"}.get(str(kind))
+        reason = None
+        if after is None:
+            reason = "unknown event kind"
+        elif kind == "kofu":
+            reason = "the card was already issued" if row is not None else None
+        elif row is None:
+            reason = "no such card"
+        elif row[0] != code:
+            reason = "the card belongs to another resident"
+        elif row[1] != "active":
+            reason = f"the card is {row[1]}"
+        if reason is None:
+            db.execute("INSERT INTO cards VALUES (?, ?, ?) ON CONFLICT(card_id) DO UPDATE SET status = excluded.status",
+                       (card_id, code, after))
+            return {"matched": True, "card_status": after, "reason": None}
+        return {"matched": False, "card_status": row[1] if row else None, "reason": reason}
 
     # ---- forwarding to the national sim (prefecture) ----------------------------------------
     def forward_loop(self) -> None:

@@ -10,11 +10,11 @@ sends nothing twice. So delivery is at-least-once and, with the peer's dedupe, e
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.store.clock import Clock, iso_utc, utc_now
@@ -22,6 +22,9 @@ from jukics.store.db import write_transaction
 from jukics.store.schema import dead_letters, link_status, outbox, outbox_head
 
 E_NO_DEAD_LETTER = "E_NO_DEAD_LETTER"
+
+
+SettleHook = Callable[[Connection, str, Sequence[tuple[int, int]], Mapping[int, Mapping[str, Any]], str], None]
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class LinkState:
         self.audit = audit
         self.clock = clock
         self.actor = actor
+        #: link -> called in the acknowledgement's transaction with (conn, link, [(seq, version_id)]
+        #: acknowledged and not dead, {seq: the peer's data}, now): the card links mark their rows sent.
+        self.settle_hooks: dict[str, SettleHook] = {}
 
     def links(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -56,7 +62,7 @@ class LinkState:
 
     # ---- after a peer answered -----------------------------------------------------------------
     def settle(self, link: str, through_seq: int, *, delivered: int, duplicates: int,
-               dead: Sequence[DeadLetter], peer: str) -> int:
+               dead: Sequence[DeadLetter], peer: str, replies: Mapping[int, Mapping[str, Any]] | None = None) -> int:
         """Acknowledge ``link`` through ``through_seq``, moving ``dead`` to the dead-letter store.
 
         Idempotent: settling a sequence that is already acknowledged changes nothing (a worker that
@@ -85,6 +91,14 @@ class LinkState:
                      "detail": by_seq[r.seq].detail[:500]}
                     for r in rows
                 ])
+            hook = self.settle_hooks.get(link)
+            if hook is not None:
+                dead_seqs = {d.seq for d in fresh_dead}
+                settled = [(int(r.seq), int(r.version_id)) for r in conn.execute(
+                    select(outbox.c.seq, outbox.c.version_id).where(
+                        outbox.c.link == link, outbox.c.seq > acked, outbox.c.seq <= through_seq)
+                    .order_by(outbox.c.seq)) if int(r.seq) not in dead_seqs]
+                hook(conn, link, settled, replies or {}, now)
             conn.execute(update(outbox_head).where(outbox_head.c.link == link).values(acked_seq=through_seq))
             removed = conn.execute(delete(outbox).where(outbox.c.link == link, outbox.c.seq <= through_seq)).rowcount
             conn.execute(

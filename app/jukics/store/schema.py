@@ -56,6 +56,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 
@@ -214,6 +215,49 @@ consistency_reports = Table(
     PrimaryKeyConstraint("id"),
     CheckConstraint("status IN ('running', 'ok', 'differs', 'failed')", name="status"),
 )
+
+# F9 送付先情報 and F10 card lifecycle events (既存住基 → CS → 個人番号カード管理システム), one row per
+# item, keyed by the 既存住基's request id (a re-sent item is a duplicate, never a second message).
+# The payload is kept exactly as received (canonical JSON, AES-256-GCM under the data key, record id
+# ``card-<id>``) and sent unedited; ``digest`` (SHA-256 of that JSON) proves it. The outbox of the
+# ``sofusaki`` and ``card`` links points at these rows. A 送付先 row's payload is erased on
+# ``delete_on``, one business day after the card system acknowledged it; a card event's right at the
+# acknowledgement. The row itself stays as a tombstone (request id, digest, times), so a replay
+# after the deletion is still a duplicate and nothing is resurrected.
+card_messages = Table(
+    "card_messages",
+    metadata,
+    Column("id", RowId, nullable=False, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("kind", String(16), nullable=True),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("received_at", Timestamp, nullable=False),
+    Column("sent_at", Timestamp, nullable=True),
+    Column("delete_on", String(10), nullable=True),
+    Column("deleted_at", Timestamp, nullable=True),
+    Column("payload_ct", LargeBinary, nullable=True),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("request_id"),
+    CheckConstraint("type IN ('sofusaki', 'card_event')", name="type"),
+    Index(None, "delete_on", sqlite_where=text("payload_ct IS NOT NULL AND delete_on IS NOT NULL"),
+          postgresql_where=text("payload_ct IS NOT NULL AND delete_on IS NOT NULL")),
+)
+
+# What the CS hands to 既存住基 (it fetches them over its intake connection and acknowledges them):
+# F10 突合結果 from the card system now, F6 転出証明書情報 later. Encrypted like every payload
+# (record id ``notice-<id>``); deleted once 既存住基 acknowledged them.
+kizon_notices = Table(
+    "kizon_notices",
+    metadata,
+    Column("id", RowId, nullable=False, autoincrement=True),
+    Column("kind", String(24), nullable=False),
+    Column("ref", String(64), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("payload_ct", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("id"),
+)
+
 
 audit_log = Table(
     "audit_log",

@@ -223,9 +223,9 @@ def test_search_key_rule_identity_check_and_consistency(network, pki):
 def test_card_endpoint_stores_unedited(network, pki):
     _, nat = network
     payload = {"送付先氏名": "山田　太郎", "郵便番号": "259-1100", "nested": {"z": 1, "a": [1, 2]}, "空": ""}
-    env = [p.Envelope(SENDER, "card", 1, "card-1", "sofusaki", "basis", p.utc_stamp(), payload)]
+    env = [p.Envelope(SENDER, "sofusaki", 1, "sofusaki-1", "sofusaki", "basis", p.utc_stamp(), payload)]
     t = client(pki, nat.url, names=("nat1",))
-    status, body = deliver(t, env, "card")
+    status, body = deliver(t, env, "sofusaki")
     assert status == 200 and body["results"][0]["status"] == "ack"
     stored = nat.peer.card_messages()
     assert stored[0]["payload"] == payload

@@ -40,4 +40,4 @@ def test_search_indexes_are_on_keyed_hashes_only(engine):
         for ix in inspect(engine).get_indexes(table)
         for col in ix["column_names"]
     }
-    assert indexed <= {"my_number_hash", "name_seion_hash", "deleted_at", "recorded_at"}
+    assert indexed <= {"my_number_hash", "name_seion_hash", "deleted_at", "recorded_at", "delete_on"}

@@ -25,16 +25,37 @@ def client_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
     return ctx
 
 
-def post_batch(ctx: ssl.SSLContext, host: str, port: int, items: list[Any],
-               timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
+def request(ctx: ssl.SSLContext, host: str, port: int, method: str, path: str, body: Any = None,
+            timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
     conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
     try:
-        body = json.dumps({"items": items}, ensure_ascii=False).encode()
-        conn.request("POST", "/v1/intake/updates", body=body, headers={"Content-Type": "application/json"})
+        data = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read() or b"{}")
     finally:
         conn.close()
+
+
+def post_batch(ctx: ssl.SSLContext, host: str, port: int, items: list[Any], path: str = "/v1/intake/updates",
+               timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
+    return request(ctx, host, port, "POST", path, {"items": items}, timeout)
+
+
+def fetch_notices(ctx: ssl.SSLContext, host: str, port: int) -> list[dict[str, Any]]:
+    """What the CS holds for 既存住基 (F10 突合結果): fetch everything, then acknowledge it."""
+    notices: list[dict[str, Any]] = []
+    while True:
+        after = notices[-1]["id"] if notices else 0
+        status, answer = request(ctx, host, port, "GET", f"/v1/kizon/notices?after={after}")
+        if status != 200:
+            raise RuntimeError(f"GET /v1/kizon/notices: HTTP {status} {answer}")
+        if not answer["notices"]:
+            break
+        notices += answer["notices"]
+    if notices:
+        request(ctx, host, port, "POST", "/v1/kizon/notices/ack", {"through": notices[-1]["id"]})
+    return notices
 
 
 def batched(lines: Iterable[str], size: int) -> Iterator[list[Any]]:
@@ -57,12 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--key", required=True)
     ap.add_argument("--ca", required=True)
     ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--path", default="/v1/intake/updates",
+                    help="/v1/intake/updates (F1) or /v1/intake/card (F9 送付先情報, F10 card events)")
+    ap.add_argument("--notices", action="store_true",
+                    help="fetch and acknowledge what the CS holds for 既存住基 (F10 突合結果); print it as JSON lines")
     args = ap.parse_args(argv)
     ctx = client_context(args.cert, args.key, args.ca)  # checks the CS certificate's name (SAN) too
+    if args.notices:
+        for notice in fetch_notices(ctx, args.host, args.port):
+            print(json.dumps(notice, ensure_ascii=False), flush=True)
+        return 0
     totals = {"applied": 0, "duplicate": 0, "refused": 0}
     start = time.monotonic()
     for batch in batched(sys.stdin, args.batch):
-        status, result = post_batch(ctx, args.host, args.port, batch)
+        status, result = post_batch(ctx, args.host, args.port, batch, args.path)
         for k in totals:
             totals[k] += int(result.get(k, 0))
         codes: dict[str, int] = {}

@@ -57,11 +57,13 @@ def title(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def send_from(host: str, lines: list[dict], pki_dir: str, *, batch: int = 1000, timeout: int = 600) -> list[dict]:
+def send_from(host: str, lines: list[dict], pki_dir: str, *, batch: int = 1000, timeout: int = 600,
+              path: str = "/v1/intake/updates", notices: bool = False) -> list[dict]:
     data = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in lines)
     out = sh(
         "podman", "exec", "-i", host, "python3", "/opt/demo/kizon_client.py",
-        "--host", CS_INTERNAL_IP, "--port", "8443", "--batch", str(batch),
+        "--host", CS_INTERNAL_IP, "--port", "8443", "--batch", str(batch), "--path", path,
+        *(["--notices"] if notices else []),
         "--cert", f"{pki_dir}/kizon.crt", "--key", f"{pki_dir}/kizon.key", "--ca", f"{pki_dir}/ca.crt",
         input_=data, check=False,
     )
@@ -209,6 +211,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  the prefecture sim spoils {seeded['altered']} records and loses {seeded['dropped']}: {r['status']}, "
           f"mismatched {r['mismatched']}, missing at the prefecture {r['missing_at_peer']} "
           f"(report {r['id']}: `jukics consistency report --id {r['id']}`; the lists are stored encrypted)")
+
+    title("F9 送付先情報 and F10 card events: 既存住基 → CS → カード管理システム (nat1), 突合結果 back")
+    newcomers = [p for p in people if p["record_status"] == "current"][:20]
+    sofusaki = [{"request_id": f"sofu-{p['juminhyo_code']}", "type": "sofusaki", "payload": {
+        "送付先氏名": p["name_kanji"], "送付先住所": p["address"], "送付先郵便番号": p["postal_code"],
+        "交付申請書ID": f"APP{i:09d}", "備考": None}} for i, p in enumerate(newcomers)]
+    events = [{"request_id": f"card-kofu-{i}", "type": "card_event", "payload": {
+        "juminhyo_code": p["juminhyo_code"], "kind": "kofu", "event_on": today.isoformat(), "card_id": f"C{i:011d}"}}
+        for i, p in enumerate(newcomers)]
+    events += [{"request_id": f"card-haishi-{i}", "type": "card_event", "payload": {
+        **events[i]["payload"], "kind": "haishi"}} for i in range(2)]
+    events.append({"request_id": "card-henkan-unknown", "type": "card_event", "payload": {
+        **events[2]["payload"], "kind": "henkan", "card_id": "C99999999999"}})
+    summary = send_from(KIZON, [*sofusaki, *events], "/opt/demo/pki", path="/v1/intake/card")
+    print(f"  {len(sofusaki)} 送付先情報 and {len(events)} card events: {summary[-1]['total']}")
+    wait_drained()
+    card = [json.loads(line) for line in sh("podman", "exec", NAT, SIM, "card").stdout.splitlines() if line.strip()]
+    sent = {json.dumps(s["payload"], ensure_ascii=False, sort_keys=True) for s in sofusaki}
+    unedited = sum(json.dumps(c["payload"], ensure_ascii=False, sort_keys=True) in sent for c in card)
+    print(f"  nat1 received {len(card)} 送付先情報, {unedited} of them exactly as 既存住基 sent them (unedited)")
+    notices = send_from(KIZON, [], "/opt/demo/pki", notices=True)
+    matched = sum(1 for n in notices if n["payload"]["result"]["matched"])
+    reasons = sorted({str(n["payload"]["result"]["reason"]) for n in notices if n["payload"]["result"]["reason"]})
+    print(f"  既存住基 fetched {len(notices)} 突合結果: {matched} matched, {len(notices) - matched} not "
+          f"({', '.join(reasons)})")
+    print(f"  on the CS: {json.loads(on_cs('card', 'status'))} (送付先 erased one business day after sending)")
 
     title("the prefecture goes down: intake goes on, the CS outbox holds what it cannot send yet")
     sim(PREF, "faults", "--down")

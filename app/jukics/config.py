@@ -115,7 +115,9 @@ def _tls_config(section: Any, problems: list[str]) -> TlsConfig | None:
 #: The message type each outbox link carries (jukics.links.protocol).
 LINK_MESSAGE_TYPES: Final = {"prefecture": "update_notice", "fuhyo": "fuhyo_notice",
                               # F9 送付先情報 and F10 card events, to the 個人番号カード管理システム
-                              "sofusaki": "sofusaki", "card": "card_event"}
+                              "sofusaki": "sofusaki", "card": "card_event",
+                              # F6 転入通知情報 back to the 転出地 CS, through the prefecture
+                              "tokurei": "tennyu_notice"}
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,9 @@ class Config:
     tls: TlsConfig | None = None
     links: LinksConfig = field(default_factory=lambda: LinksConfig(peers={}, legal_basis={}))
     extra_closed_days: tuple[dt.date, ...] = ()
+    tokurei_unclaimed_days: int = 30
+    #: the peer-facing listener: client certificate SAN -> sender id of the peers that may deliver here
+    peer_senders: Mapping[str, str] = field(default_factory=dict)
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -358,7 +363,7 @@ def _tpm_keystore_problems(keystore: Mapping[str, Any]) -> list[str]:
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(data)
     known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit", "tls",
-             "calendar"}
+             "calendar", "tokurei", "peer_listener"}
     for name in data:
         if name not in known:
             r.problems.append(f"{name}: unknown section (known: {', '.join(sorted(known))})")
@@ -413,6 +418,13 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         except (TypeError, ValueError):
             r.problems.append(f"calendar.extra_closed_days: {day!r} is not a date (YYYY-MM-DD)")
 
+    unclaimed = r.get("tokurei", "unclaimed_days", int, 30)
+    if unclaimed is not None and not 1 <= unclaimed <= 365:
+        r.problems.append("tokurei.unclaimed_days: must be from 1 to 365 (days an unclaimed 転出証明書情報 is kept)")
+    senders = r.get("peer_listener", "allowed_peers", dict, {}) or {}
+    if not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in senders.items()):
+        r.problems.append('peer_listener.allowed_peers: a table of "certificate SAN" = "sender id"')
+
     if r.problems:
         raise ConfigError(r.problems)
     assert listen is not None and metrics is not None and clients is not None  # for the type checker
@@ -436,6 +448,8 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         tls=tls,
         links=links,
         extra_closed_days=tuple(closed),
+        tokurei_unclaimed_days=unclaimed or 30,
+        peer_senders=dict(senders),
         source=source,
         raw=data,
     )

@@ -31,6 +31,9 @@ from jukics.links.card import CardRelay
 from jukics.links.consistency import ConsistencyCheck
 from jukics.links.queries import PeerQueries
 from jukics.links.routing import QueryRouter
+from jukics.links.tokurei import LINK as TOKUREI_LINK
+from jukics.links.tokurei import REASON as TOKUREI_REASON
+from jukics.links.tokurei import TokureiInbox
 from jukics.links.worker import LinkWorker
 from jukics.store import db
 from jukics.store.clock import Clock, utc_now
@@ -66,7 +69,17 @@ class Service:
 
     @cached_property
     def store(self) -> ResidentStore:
-        return ResidentStore.from_keystore(self.engine, self.keystore, self.clock)
+        store = ResidentStore.from_keystore(self.engine, self.keystore, self.clock)
+        # F6: a 特例転入 claims its 転出証明書情報 and queues the 転入通知情報 in the intake transaction
+        store.special_reasons = frozenset({TOKUREI_REASON})
+        store.on_special = lambda conn, items, now: self.tokurei.on_applied(conn, items, now)
+        return store
+
+    @cached_property
+    def tokurei(self) -> TokureiInbox:
+        return TokureiInbox(self.engine, self.store.cipher, self.audit, municipality_code=self.config.municipality_code,
+                            code_hash=self.store.code_hash, is_valid_code=self.intake.validators.juminhyo.is_valid,
+                            unclaimed_days=self.config.tokurei_unclaimed_days, clock=self.clock)
 
     def today(self) -> dt.date:
         return self.clock().astimezone(JST).date()
@@ -88,7 +101,14 @@ class Service:
         state = LinkState(self.engine, self.audit, self.clock)
         for link in CARD_LINKS:
             state.settle_hooks[link] = self.card.on_settled
+        state.settle_hooks[TOKUREI_LINK] = self.tokurei.on_settled
         return state
+
+    def link_source(self, link: str) -> Any:
+        """Where a link's messages come from: resident versions, card messages, or 転入通知情報."""
+        if link in CARD_LINKS:
+            return self.card
+        return self.tokurei if link == TOKUREI_LINK else self.store
 
     def link_workers(self) -> list[LinkWorker]:
         """One delivery worker per configured peer link (jukics.links.worker)."""
@@ -99,7 +119,7 @@ class Service:
         for link, peer in links.peers.items():
             mtype = LINK_MESSAGE_TYPES[link]
             workers.append(LinkWorker(
-                link, source=self.card if link in CARD_LINKS else self.store, state=self.link_state,
+                link, source=self.link_source(link), state=self.link_state,
                 transport=PeerTransport(peer, timeout=links.timeout_seconds),
                 sender=self.config.sender_id, message_type=mtype,
                 legal_basis=links.legal_basis.get((link, mtype)), batch_size=links.batch_size,
@@ -158,6 +178,16 @@ def build_app(config: Config, *, identity: IdentitySource = identity_from_gunico
     return create_app(deps)
 
 
+def build_peer_app(config: Config, *, peer_names: Any = None, service: Service | None = None) -> Any:
+    """The peer-facing listener's app (jukics.api.peer_app): F6 転出証明書情報 from the prefecture."""
+    from jukics.api.peer_app import PeerApp, gunicorn_peer_names
+
+    svc = service or Service(config)
+    svc.keystore.data_key()
+    return PeerApp(senders=config.peer_senders, receive=svc.tokurei.receive, audit=svc.audit,
+                   peer_names=peer_names or gunicorn_peer_names)
+
+
 def upgrade_database(config: Config) -> str:
     svc = Service(config)
     before = db.current_revision(svc.engine)
@@ -174,6 +204,8 @@ def run_purge(config: Config, *, dry_run: bool = False, clock: Callable[[], dt.d
     report = purge(svc.engine, clock, audit=svc.audit, dry_run=dry_run).as_dict()
     # 送付先情報 one business day after it was sent (F9); on the same timer as the retention purge
     report["sofusaki_deleted"] = svc.card.purge_sent(dry_run=dry_run)
+    # F6: 転出証明書情報 nobody claimed within [tokurei] unclaimed_days
+    report["tenshutsu_unclaimed_deleted"] = svc.tokurei.purge_unclaimed(dry_run=dry_run)
     return report
 
 

@@ -90,3 +90,16 @@ CARD_EVENT_ITEMS: Final[tuple[str, ...]] = ("juminhyo_code", "kind", "event_on",
 #: Its kinds (SPEC §2 F10): code -> Japanese name.
 CARD_EVENT_KINDS: Final[dict[str, str]] = {"kofu": "交付", "haishi": "廃止", "kaishu": "回収",
                                            "teishi_kaijo": "一時停止解除", "henkan": "返還"}
+
+#: F6 特例転入: the 転出証明書情報 a 転出地 CS sends (through the prefecture) to the 転入地 CS.
+TENSHUTSU_CERT_ITEMS: Final[tuple[str, ...]] = (
+    "cert_id", "juminhyo_code", "name_kanji", "name_kana", "birth_date", "sex", "my_number",
+    "address",  # 転出前の住所
+    "destination_address",  # 転出先 (予定)
+    "planned_move_on",  # 転出の予定年月日
+    "from_municipality_code", "to_municipality_code",
+)
+#: F6: the 転入通知情報 the 転入地 CS sends back to the 転出地 when the 特例転入 is registered.
+TENNYU_NOTICE_ITEMS: Final[tuple[str, ...]] = (
+    "cert_id", "juminhyo_code", "from_municipality_code", "to_municipality_code", "moved_in_on", "address",
+)

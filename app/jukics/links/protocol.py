@@ -44,6 +44,8 @@ UPDATE_NOTICE: Final = "update_notice"  # F2: exactly the 8 items (fields.F2_ITE
 FUHYO_NOTICE: Final = "fuhyo_notice"  # 附票本人確認情報: like F2, never 個人番号 (seed 004)
 SOFUSAKI: Final = "sofusaki"  # F9 送付先情報: the 既存住基's object, unedited
 CARD_EVENT: Final = "card_event"  # F10 card lifecycle event; the ack's ``data`` is the 突合結果
+TENSHUTSU_CERT: Final = "tenshutsu_cert"  # F6 転出証明書情報, prefecture -> the 転入地 CS's peer listener
+TENNYU_NOTICE: Final = "tennyu_notice"  # F6 転入通知情報, the 転入地 CS -> prefecture -> the 転出地 CS
 
 STATUS_ACK: Final = "ack"
 STATUS_DUPLICATE: Final = "duplicate"

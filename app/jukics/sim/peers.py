@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from jukics.config import PeerConfig
-from jukics.domain.fields import CARD_EVENT_ITEMS, F2_ITEMS, FUHYO_ITEMS
+from jukics.domain.fields import CARD_EVENT_ITEMS, F2_ITEMS, FUHYO_ITEMS, TENNYU_NOTICE_ITEMS
 from jukics.domain.reasons import REASONS
 from jukics.links import protocol as p
 from jukics.links.transport import LinkAuthError, PeerTransport, describe_error
@@ -49,7 +49,9 @@ ROLES = ("prefecture", "national")
 ORIGIN = "origin_sender"  # the CS a forwarded F2 update came from (prefecture -> national)
 ACCEPTS: dict[str, dict[str, tuple[str, frozenset[str] | None]]] = {
     "prefecture": {"prefecture": (p.UPDATE_NOTICE, frozenset(F2_ITEMS)),
-                   "fuhyo": (p.FUHYO_NOTICE, frozenset(FUHYO_ITEMS))},
+                   "fuhyo": (p.FUHYO_NOTICE, frozenset(FUHYO_ITEMS)),
+                   # F6 転入通知情報, for the 転出地 CS (stored here; the sim has no other CS to relay to)
+                   "tokurei": (p.TENNYU_NOTICE, frozenset(TENNYU_NOTICE_ITEMS))},
     "national": {"national": (p.UPDATE_NOTICE, frozenset((*F2_ITEMS, ORIGIN))),
                  "sofusaki": (p.SOFUSAKI, None),  # 送付先情報: any object, stored unedited
                  "card": (p.CARD_EVENT, frozenset(CARD_EVENT_ITEMS))},  # answered with the 突合結果

@@ -329,6 +329,10 @@ class ResidentStore:
         # 住民票コード -> its search hash, shared by the reads and the write of one intake batch
         # (each code is hashed once per batch, not three times); emptied after every batch.
         self._code_hashes: dict[str, bytes] = {}
+        #: 異動事由 whose applied updates are passed to ``on_special`` inside the intake transaction
+        #: (with code, code_hash, changed_on and the new address); the F6 特例転入 uses it.
+        self.special_reasons: frozenset[str] = frozenset()
+        self.on_special: Callable[[Connection, list[dict[str, Any]], str], None] | None = None
 
     @classmethod
     def from_keystore(cls, engine: Engine, keystore: KeyStore, clock: Clock = utc_now) -> ResidentStore:
@@ -571,6 +575,7 @@ class ResidentStore:
             for r in conn.execute(_OWNERS, {"hashes": list(chunk)}):
                 owners.setdefault(bytes(r.my_number_hash), set()).add(bytes(r.code_hash))
         next_id = (conn.execute(_MAX_VERSION_ID).scalar() or 0) + 1
+        special: list[_Prepared] = []
         heads = {r.link: int(r.last_seq) for r in conn.execute(select(outbox_head.c.link, outbox_head.c.last_seq))}
 
         results: dict[int, ItemResult] = {}
@@ -656,6 +661,8 @@ class ResidentStore:
             next_id += 1
             results[p.index] = ItemResult(p.index, p.request_id, "applied", None, version, "")
             events[p.index] = p.applied_event
+            if p.change_reason in self.special_reasons:
+                special.append(p)
 
         if version_rows:
             _INSERT_VERSIONS.executemany(conn, version_rows)
@@ -671,6 +678,9 @@ class ResidentStore:
             _INSERT_OUTBOX.executemany(conn, outbox_rows)
             for link in {row["link"] for row in outbox_rows}:
                 conn.execute(update(outbox_head).where(outbox_head.c.link == link).values(last_seq=heads[link]))
+        if special and self.on_special is not None:
+            # e.g. F6: a 特例転入 claims its 転出証明書情報 and queues the 転入通知情報, in this transaction
+            self.on_special(conn, [self._special_item(p) for p in special], now)
         ordered = [events[i] for i in sorted(events)]
         self.audit.append_many(ordered, conn)
         return results, ordered
@@ -708,6 +718,11 @@ class ResidentStore:
         if p.kind != "delete" and number is not None and owners.get(number, set()) - {p.lookup_hash}:
             return "my_number"
         return None
+
+    def _special_item(self, p: _Prepared) -> dict[str, Any]:
+        record = json.loads(self.cipher.decrypt(p.code_hash.hex(), "record", p.record_ct, version=p.update_seq))
+        return {"code": p.code, "code_hash": p.code_hash, "change_reason": p.change_reason,
+                "changed_on": p.changed_on, "address": record.get("address")}
 
     # ---- reads ---------------------------------------------------------------------------------
 

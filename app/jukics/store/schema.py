@@ -259,6 +259,47 @@ kizon_notices = Table(
 )
 
 
+# F6 特例転入: 転出証明書情報 received from a 転出地 CS (through the prefecture), one row per certificate.
+# The payload is encrypted (record id ``tenshutsu-<id>``); ``code_hash`` is the keyed hash of the
+# 住民票コード (as in residents_current), so the 特例転入 of that resident finds it in the intake
+# transaction, which then writes the 転入通知情報 (``notice_ct``) and its outbox row (link ``tokurei``).
+# An unclaimed certificate's payload is erased on ``expires_on``.
+tenshutsu_certs = Table(
+    "tenshutsu_certs",
+    metadata,
+    Column("id", RowId, nullable=False, autoincrement=True),
+    Column("cert_id", String(64), nullable=False),
+    Column("sender", String(128), nullable=False),
+    Column("from_municipality", String(6), nullable=False),
+    Column("code_hash", Hash16, nullable=False),
+    Column("received_at", Timestamp, nullable=False),
+    Column("expires_on", String(10), nullable=False),
+    Column("claimed_at", Timestamp, nullable=True),
+    Column("deleted_at", Timestamp, nullable=True),
+    Column("payload_ct", LargeBinary, nullable=True),
+    Column("notice_ct", LargeBinary, nullable=True),
+    PrimaryKeyConstraint("id"),
+    UniqueConstraint("cert_id"),
+    Index(None, "code_hash", sqlite_where=text("claimed_at IS NULL AND deleted_at IS NULL"),
+          postgresql_where=text("claimed_at IS NULL AND deleted_at IS NULL")),
+)
+
+# Messages peers delivered to this CS (the peer-facing listener), deduplicated on (sender, link, seq)
+# like a peer does: a re-sent message is answered "duplicate" with its first outcome.
+inbound_seen = Table(
+    "inbound_seen",
+    metadata,
+    Column("sender", String(128), nullable=False),
+    Column("link", String(16), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("code", String(48), nullable=True),
+    Column("seen_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("sender", "link", "seq"),
+    sqlite_with_rowid=False,
+)
+
+
 audit_log = Table(
     "audit_log",
     metadata,

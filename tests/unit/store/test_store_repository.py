@@ -374,7 +374,7 @@ def test_outbox_ack_deletes_delivered_messages(store, register, engine):
         store.outbox_ack("prefecture", 9)
     with engine.connect() as conn:
         heads = {link: seq for link, seq in conn.execute(select(outbox_head.c.link, outbox_head.c.acked_seq))}
-    assert heads == {"prefecture": 2, "fuhyo": 0, "sofusaki": 0, "card": 0}
+    assert heads == {"prefecture": 2, "fuhyo": 0, "sofusaki": 0, "card": 0, "tokurei": 0}
 
 
 def test_ciphertext_swapped_between_rows_fails_to_decrypt(store, register, engine):

@@ -50,6 +50,18 @@ class IntakeConfig:
 
 
 @dataclass(frozen=True)
+class PeerListenerConfig:
+    """The peer-facing listener (住基ネット side, F6 転出証明書情報 from the prefecture): its own port
+    and server certificate, a trust bundle of the peers' CA, never the intake's."""
+
+    listen: Listener
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path
+    workers: int
+
+
+@dataclass(frozen=True)
 class TlsIdentityConfig:
     name: str
     role: str
@@ -267,6 +279,7 @@ class Config:
     tokurei_unclaimed_days: int = 30
     #: the peer-facing listener: client certificate SAN -> sender id of the peers that may deliver here
     peer_senders: Mapping[str, str] = field(default_factory=dict)
+    peer_listener: PeerListenerConfig | None = None
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -424,6 +437,26 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     senders = r.get("peer_listener", "allowed_peers", dict, {}) or {}
     if not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in senders.items()):
         r.problems.append('peer_listener.allowed_peers: a table of "certificate SAN" = "sender id"')
+    peer_listener = None
+    if "listen" in r.section("peer_listener"):
+        p_listen = r.listener("peer_listener", "listen")
+        p_files = {k: r.get("peer_listener", k, str) for k in ("cert_file", "key_file", "client_ca_file")}
+        p_workers = r.get("peer_listener", "workers", int, 1)
+        if p_workers is not None and not 1 <= p_workers <= 16:
+            r.problems.append("peer_listener.workers: must be between 1 and 16")
+        if not senders:
+            r.problems.append("peer_listener.allowed_peers: required with peer_listener.listen (who may deliver)")
+        if listen is not None and p_listen is not None and p_listen.port == listen.port:
+            r.problems.append("peer_listener.listen: must be another port than intake.listen")
+        if p_listen is not None and None not in p_files.values() and p_workers is not None:
+            peer_listener = PeerListenerConfig(p_listen, Path(p_files["cert_file"]), Path(p_files["key_file"]),
+                                               Path(p_files["client_ca_file"]), p_workers)
+    elif set(r.section("peer_listener")) - {"allowed_peers"}:
+        r.problems.append("peer_listener: the listener's settings need peer_listener.listen")
+    unknown_keys = set(r.section("peer_listener")) - {"listen", "cert_file", "key_file", "client_ca_file", "workers",
+                                                      "allowed_peers"}
+    if unknown_keys:
+        r.problems.append(f"peer_listener: unknown keys: {', '.join(sorted(unknown_keys))}")
 
     if r.problems:
         raise ConfigError(r.problems)
@@ -450,6 +483,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         extra_closed_days=tuple(closed),
         tokurei_unclaimed_days=unclaimed or 30,
         peer_senders=dict(senders),
+        peer_listener=peer_listener,
         source=source,
         raw=data,
     )
@@ -475,4 +509,6 @@ def check_files(config: Config) -> list[str]:
         path: Path = getattr(config.intake, name)
         if not path.is_file():
             problems.append(f"intake.{name}: {path} does not exist")
+        if config.peer_listener is not None and not getattr(config.peer_listener, name).is_file():
+            problems.append(f"peer_listener.{name}: {getattr(config.peer_listener, name)} does not exist")
     return problems

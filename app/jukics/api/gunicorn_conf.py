@@ -1,6 +1,9 @@
 """gunicorn configuration for the jukics service (`gunicorn -c python:jukics.api.gunicorn_conf`).
 
 Everything comes from the jukics TOML named by $JUKICS_CONFIG, so there is one source of truth.
+$JUKICS_LISTENER picks the listener: ``intake`` (default; 既存住基 and the 庁内 side) or ``peer``
+(the peer-facing listener of ``[peer_listener]``: 住基ネット side, its own port, certificate and
+trust bundle, its own process tree and unit).
 """
 
 from __future__ import annotations
@@ -14,14 +17,22 @@ from jukics.api.tls import CachedContext, ServerTlsFiles
 from jukics.config import load_config
 
 _config = load_config(os.environ.get("JUKICS_CONFIG", "/etc/jukics/jukics.toml"))
+LISTENER = os.environ.get("JUKICS_LISTENER", "intake")
+if LISTENER == "peer":
+    if _config.peer_listener is None:
+        raise SystemExit("jukics: JUKICS_LISTENER=peer but the configuration has no [peer_listener] listen")
+    _side: Any = _config.peer_listener
+    workers = _config.peer_listener.workers
+else:
+    _side = _config.intake
+    workers = _config.workers
 
-bind = [_config.intake.listen.address]
-workers = _config.workers
+bind = [_side.listen.address]
 worker_class = "sync"
 # Our own hook builds the context; these are set so gunicorn knows the listener is TLS.
-certfile = str(_config.intake.cert_file)
-keyfile = str(_config.intake.key_file)
-ca_certs = str(_config.intake.client_ca_file)
+certfile = str(_side.cert_file)
+keyfile = str(_side.key_file)
+ca_certs = str(_side.client_ca_file)
 cert_reqs = ssl.CERT_REQUIRED
 do_handshake_on_connect = True
 timeout = 60
@@ -33,13 +44,11 @@ accesslog = "-"
 # The access log must not carry query strings (a search could hold personal data in one).
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
-proc_name = "jukics"
+proc_name = "jukics-peer" if LISTENER == "peer" else "jukics"
 control_socket_disable = True  # gunicorn 27 otherwise wants a control socket under $HOME
 preload_app = False  # each worker opens its own DB connections and its own TPM sessions
 
-_tls = CachedContext(
-    ServerTlsFiles(_config.intake.cert_file, _config.intake.key_file, _config.intake.client_ca_file)
-)
+_tls = CachedContext(ServerTlsFiles(_side.cert_file, _side.key_file, _side.client_ca_file))
 
 
 def ssl_context(conf: Any, default_ssl_context_factory: Any) -> ssl.SSLContext:
@@ -80,7 +89,7 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def _tls_key_is_tss2() -> bool:
     try:
-        with open(_config.intake.key_file, "rb") as fh:
+        with open(_side.key_file, "rb") as fh:
             return b"-----BEGIN TSS2 PRIVATE KEY-----" in fh.read(4096)
     except OSError:
         return False

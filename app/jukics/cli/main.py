@@ -62,9 +62,13 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     except KeyStoreError as exc:
         print(f"jukics: refusing to start: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
+    if args.listener == "peer" and config.peer_listener is None:
+        print("jukics: refusing to start: no [peer_listener] listen in the configuration", file=sys.stderr)
+        return EXIT_PROBLEM
     gunicorn = Path(sys.executable).with_name("gunicorn")
-    env = dict(os.environ, JUKICS_CONFIG=str(config.source))
-    argv = [str(gunicorn), "-c", "python:jukics.api.gunicorn_conf", "jukics.api.wsgi:app"]
+    env = dict(os.environ, JUKICS_CONFIG=str(config.source), JUKICS_LISTENER=args.listener)
+    app = "jukics.api.wsgi:peer_app" if args.listener == "peer" else "jukics.api.wsgi:app"
+    argv = [str(gunicorn), "-c", "python:jukics.api.gunicorn_conf", app]
     os.execve(argv[0], argv, env)  # noqa: S606 - replaces this process with gunicorn (fixed argv)
 
 
@@ -92,16 +96,20 @@ def cmd_health(config: Config, args: argparse.Namespace) -> int:
     db = database_status(config)
     if db != "ok":
         problems.append(f"database: {db}")
-    listen = config.intake.listen
-    host = "127.0.0.1" if listen.host in ("0.0.0.0", "::") else listen.host  # noqa: S104 - mapping a wildcard bind
-    tls = tls_probe(host, listen.port, config.intake.cert_file)
-    if tls:
-        problems.append(f"intake: {tls}")
+    listeners = [("intake", config.intake)]
+    if config.peer_listener is not None:
+        listeners.append(("peer_listener", config.peer_listener))  # type: ignore[arg-type]
+    for name, side in listeners:
+        listen = side.listen
+        host = "127.0.0.1" if listen.host in ("0.0.0.0", "::") else listen.host  # noqa: S104 - a wildcard bind
+        tls = tls_probe(host, listen.port, side.cert_file)
+        if tls:
+            problems.append(f"{name}: {tls}")
     if problems:
         for p in problems:
             print(f"health: {p}", file=sys.stderr)
         return EXIT_PROBLEM
-    print(f"health: ok (database, intake TLS on {listen.address})")
+    print("health: ok (database, " + ", ".join(f"{n} TLS on {s.listen.address}" for n, s in listeners) + ")")
     return EXIT_OK
 
 
@@ -247,9 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     add("upgrade", cmd_db_upgrade, "apply pending schema migrations (idempotent)", db_sub)
 
-    add("serve", cmd_serve, "run the service under gunicorn in the foreground")
+    p = add("serve", cmd_serve, "run the service under gunicorn in the foreground")
+    p.add_argument("--listener", choices=("intake", "peer"), default="intake",
+                   help="intake: the 既存住基 side (default); peer: the peer-facing listener of [peer_listener]")
     add("stats", cmd_stats, "aggregate counts: residents, 消除者, versions, outbox messages pending per link")
-    add("health", cmd_health, "check the database and the intake TLS listener; exit 1 when unhealthy")
+    add("health", cmd_health, "check the database and the TLS listeners (intake, peer-facing); exit 1 when unhealthy")
     p = add("purge", cmd_purge, "purge history and 消除者 records past the retention period (150 years)")
     p.add_argument("--dry-run", action="store_true", help="report what would be purged, change nothing")
 
@@ -278,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     from jukics.cli import card
 
     card.register(sub)
+
+    from jukics.cli import tokurei
+
+    tokurei.register(sub)
 
     ks = sub.add_parser("keystore", help="key store (TPM) commands", description="key store (TPM) commands")
     ks_sub = ks.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")

@@ -102,6 +102,13 @@ def cmd_faults(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenshutsu(args: argparse.Namespace) -> int:
+    certs = [json.loads(line) for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    results = _admin(args.admin, "/tenshutsu", {"certs": certs})
+    print(json.dumps(results, ensure_ascii=False))
+    return 0 if all(r.get("status") in ("ack", "duplicate") for r in results) else 3
+
+
 def cmd_seed(args: argparse.Namespace) -> int:
     print(json.dumps(_admin(args.admin, "/seed-mismatches", {"alter": args.alter, "drop": args.drop})))
     return 0
@@ -144,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-ack-rate", type=float, metavar="R",
                    help="store but drop the answer for this fraction of batches (0-1): the sender re-sends")
     p.add_argument("--clear", action="store_true", help="clear every fault first")
+    p = add("tenshutsu", cmd_tenshutsu,
+            "(prefecture) relay 転出証明書情報 (one JSON per line) to the 転入地 CS: F6; exit 3 when one was refused")
+    p.add_argument("--file", required=True, help="the certificates, one JSON object per line")
     p = add("seed-mismatches", cmd_seed, "spoil N stored records and drop M, for 整合性確認")
     p.add_argument("--alter", type=int, default=0)
     p.add_argument("--drop", type=int, default=0)

@@ -85,6 +85,8 @@ class SimConfig:
     wrong_key_file: Path | None = None
     national_url: str | None = None
     national_peer_name: str | None = None
+    #: (prefecture) F6: the CSs of the prefecture, 団体コード -> (url of the peer-facing listener, SAN)
+    cs_endpoints: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _address(text: Any, where: str, problems: list[str]) -> tuple[str, int]:
@@ -128,6 +130,12 @@ def parse_sim_config(data: Mapping[str, Any]) -> SimConfig:
             or not str(national.get("url")).startswith("https://") or not national.get("peer_name")):
         problems.append("sim.national: the prefecture needs url = https://HOST:PORT and peer_name")
         national = {}
+    endpoints: dict[str, tuple[str, str]] = {}
+    for muni, ep in (sim.get("cs_endpoints", {}) or {}).items():
+        if not (isinstance(ep, Mapping) and str(ep.get("url", "")).startswith("https://") and ep.get("peer_name")):
+            problems.append(f"sim.cs_endpoints.{muni}: needs url = https://HOST:PORT and peer_name")
+            continue
+        endpoints[str(muni)] = (str(ep["url"]), str(ep["peer_name"]))
     code = str(sim.get("prefecture_code", "14"))
     if not (len(code) == 2 and code.isdigit() and 1 <= int(code) <= 47):
         problems.append("sim.prefecture_code: a 2-digit 都道府県コード 01-47")
@@ -140,6 +148,7 @@ def parse_sim_config(data: Mapping[str, Any]) -> SimConfig:
         wrong_cert_file=Path(wrong[0]) if wrong[0] else None, wrong_key_file=Path(wrong[1]) if wrong[1] else None,
         national_url=national.get("url") if isinstance(national, Mapping) else None,
         national_peer_name=national.get("peer_name") if isinstance(national, Mapping) else None,
+        cs_endpoints=endpoints,
     )
 
 
@@ -473,6 +482,37 @@ class Peer:
         except json.JSONDecodeError:
             return 502, {"code": p.E_PROTOCOL, "message": "全国サーバ: the answer is not JSON"}
 
+    def relay_tenshutsu(self, certs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """F6: 転出証明書情報 from a 転出地 goes on to the 転入地 CS (its peer-facing listener), as
+        this prefecture, with a sequence of its own per destination. Synchronous: the lab drives it."""
+        out = []
+        for cert in certs:
+            muni = str(cert.get("to_municipality_code", ""))
+            endpoint = self.config.cs_endpoints.get(muni)
+            if endpoint is None:
+                out.append({"cert_id": cert.get("cert_id"), "status": "refused", "code": "E_NO_SUCH_CS"})
+                continue
+            with self.store.lock:
+                self.store.bump(f"tokurei_seq/{muni}")
+                seq = self.store.counters()[f"tokurei_seq/{muni}"]
+            env = p.Envelope(self.config.sender_id, "tokurei", seq, f"tenshutsu-{muni}-{seq}", p.TENSHUTSU_CERT,
+                             "住民基本台帳法第24条の2", p.utc_stamp(), dict(cert))
+            transport = PeerTransport(PeerConfig("tokurei", endpoint[0], self.config.cert_file, self.config.key_file,
+                                                 self.config.ca_file, (endpoint[1],)), timeout=10)
+            try:
+                resp = transport.post(p.messages_path("tokurei"), p.encode_batch([env]))
+                answer = json.loads(resp.body)
+                result = answer["results"][0] if resp.status == 200 else {"status": "refused", **answer}
+            except LinkAuthError as exc:
+                result = {"status": "refused", "code": exc.code, "message": exc.reason}
+            except (OSError, ValueError, KeyError) as exc:
+                result = {"status": "refused", "code": p.E_UNAVAILABLE, "message": describe_error(exc)}
+            if result.get("status") in ("ack", "duplicate"):
+                with self.store.lock:
+                    self.store.bump("tenshutsu_relayed")
+            out.append({"cert_id": cert.get("cert_id"), "seq": seq, **result})
+        return out
+
     def seed_mismatches(self, alter: int, drop: int) -> dict[str, int]:
         with self.store.lock:
             current = list(self.store.current())
@@ -499,7 +539,7 @@ class Peer:
         return {"role": self.config.role, "name": self.config.name, "heads": heads, "received": counts,
                 "duplicates": counters.get("duplicates", 0), "nacks": counters.get("nacks", 0),
                 "gaps": sum(h["gaps"] for h in heads), "forward_queue": last - acked, "card_messages": card,
-                "faults": self.faults.as_dict()}
+                "tenshutsu_relayed": counters.get("tenshutsu_relayed", 0), "faults": self.faults.as_dict()}
 
     def card_messages(self) -> list[dict[str, Any]]:
         with self.store.lock:
@@ -602,6 +642,8 @@ class AdminApp:
                 out = self.running.set_faults(body)
             except ValueError as exc:
                 status, out = 400, {"code": "E_FAULT", "message": str(exc)}
+        elif path == "/tenshutsu" and environ["REQUEST_METHOD"] == "POST" and peer.config.role == "prefecture":
+            out = peer.relay_tenshutsu(list(body.get("certs", [])))
         elif path == "/seed-mismatches" and environ["REQUEST_METHOD"] == "POST":
             out = peer.seed_mismatches(int(body.get("alter", 0)), int(body.get("drop", 0)))
         else:

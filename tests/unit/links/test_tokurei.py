@@ -235,3 +235,27 @@ def test_peer_listener_config(tmp_path: Path):
         parse_config({**base, "peer_listener": {"allowed_peers": {"pref1": 3}}})
     with pytest.raises(ConfigError, match="unclaimed_days"):
         parse_config({**base, "tokurei": {"unclaimed_days": 0}})
+
+
+def test_the_prefecture_sim_relays_certificates_to_the_destination_cs(pki, net, tmp_path):
+    svc, _, listener, _ = net
+    leaf = pki.leaf("pref1")
+    relay = start_peer(parse_sim_config({"sim": {
+        "role": "prefecture", "name": "pref1", "sender_id": "pref-14", "listen": "127.0.0.1:0",
+        "admin_listen": "127.0.0.1:0", "cert_file": str(leaf.cert), "key_file": str(leaf.key),
+        "ca_file": str(pki.ca), "database": str(tmp_path / "relay.sqlite"), "senders": {"cs1": f"cs-{CODE}"},
+        "national": {"url": "https://127.0.0.1:1", "peer_name": "nat1"},
+        "cs_endpoints": {CODE: {"url": f"https://127.0.0.1:{listener.port}", "peer_name": "cs1"}}}}))
+    try:
+        item = newcomer()
+        results = relay.peer.relay_tenshutsu([certificate(item),
+                                              certificate(item, "T-0002", to_municipality_code="131016")])
+        assert [(r["cert_id"], r["status"]) for r in results] == [("T-0001", "ack"), ("T-0002", "refused")]
+        assert results[1]["code"] == "E_NO_SUCH_CS"
+        # the same certificate again goes under the next sequence and is a duplicate at the CS
+        again = relay.peer.relay_tenshutsu([certificate(item)])[0]
+        assert (again["seq"], again["status"]) == (2, "duplicate")
+        assert relay.peer.state()["tenshutsu_relayed"] == 2
+        assert svc.tokurei.status()["waiting"] == 1
+    finally:
+        relay.stop()

@@ -4,7 +4,8 @@ It drives the lab hosts with `podman exec` (the controller is not on the MAC all
 intake port; 既存住基 is): the 既存住基 host kizon1 sends SYNTHETIC residents and their changes to
 cs1 over mutual TLS, a device that is not on the MAC allowlist tries the same, and the appliance
 shows what it stored and that its audit chain verifies. The links worker delivers F2 and 附票 to the
-simulated 都道府県サーバ (pref1), which forwards F2 to the simulated 全国サーバ (nat1); then the prefecture
+simulated 都道府県サーバ (pref1), which forwards F2 to the simulated 全国サーバ (nat1); queries, 整合性確認,
+the card flows and F6 特例転入 (pref1 relays a 転出証明書情報 to cs1's peer-facing listener); then the prefecture
 goes down, the CS keeps taking updates (its outbox grows), and once the prefecture is back the queue
 drains with nothing lost, duplicated or out of order.
 """
@@ -32,6 +33,7 @@ SIM = "/opt/jukics-sim/venv/bin/jukics-sim"
 SENDER = "cs-142140"
 CS_INTERNAL_IP = "10.233.10.10"
 MUNICIPALITY = "142140"
+PREFECTURE_LINKS = ("prefecture", "fuhyo", "tokurei")  # the links that go to pref1 (sofusaki/card: nat1)
 
 
 def sh(*argv: str, check: bool = True, input_: str | None = None) -> subprocess.CompletedProcess:
@@ -51,6 +53,28 @@ def on_cs_json(*argv: str) -> tuple[int, Any]:
     if out.returncode not in (0, 3):
         raise RuntimeError(f"jukics {' '.join(argv[:2])} failed ({out.returncode}): {out.stderr.strip()[-400:]}")
     return out.returncode, json.loads(out.stdout)
+
+
+def compact(text: str) -> str:
+    return json.dumps(json.loads(text), ensure_ascii=False)
+
+
+def tokurei_newcomer(today: dt.date) -> dict:
+    """A synthetic resident new to the municipality: the first intake item of a 転入, as a 特例転入."""
+    for person in generate_residents(200, seed=6006, municipality_code=MUNICIPALITY, today=today):
+        items = resident_intake_items(person)
+        if items[0]["change_reason"] == "tennyu":
+            return {**items[0], "change_reason": "tokurei_tennyu"}
+    raise RuntimeError("no 転入 among the synthetic residents")
+
+
+def tenshutsu_certificate(item: dict) -> dict:
+    """The 転出証明書情報 the 転出地 (千代田区, synthetic) issued for that resident."""
+    return {"cert_id": f"T-{item['juminhyo_code'][-6:]}", "juminhyo_code": item["juminhyo_code"],
+            "name_kanji": item["name_kanji"], "name_kana": item["name_kana"], "birth_date": item["birth_date"],
+            "sex": item["sex"], "my_number": item["my_number"], "address": item["previous_address"],
+            "destination_address": item["address"], "planned_move_on": item["changed_on"],
+            "from_municipality_code": "131016", "to_municipality_code": MUNICIPALITY}
 
 
 def title(text: str) -> None:
@@ -238,6 +262,22 @@ def main(argv: list[str] | None = None) -> int:
           f"({', '.join(reasons)})")
     print(f"  on the CS: {json.loads(on_cs('card', 'status'))} (送付先 erased one business day after sending)")
 
+    title("F6 特例転入: 転出証明書情報 relayed by the prefecture to cs1's peer-facing listener (8444)")
+    item = tokurei_newcomer(today)
+    cert = tenshutsu_certificate(item)
+    relayed = json.loads(sh("podman", "exec", "-i", PREF, SIM, "tenshutsu", "--file", "-",
+                            input_=json.dumps(cert, ensure_ascii=False) + "\n").stdout)
+    print(f"  pref1 relays 転出証明書情報 {cert['cert_id']} (転出地 {cert['from_municipality_code']}) to cs1: "
+          f"{relayed[0]['status']}; on the CS: {compact(on_cs('tokurei', 'status'))}")
+    notices = send_from(KIZON, [], "/opt/demo/pki", notices=True)
+    print(f"  既存住基 fetches it: {[(n['kind'], n['ref']) for n in notices]}")
+    summary = send_from(KIZON, [item], "/opt/demo/pki")
+    wait_drained()
+    pref_state = sim(PREF, "state")
+    print(f"  既存住基 registers the 特例転入: {summary[-1]['total']}; the 転入通知情報 and the F2 update go out "
+          f"together: pref1 holds {pref_state['received'].get(f'{SENDER}/tokurei', 0)} 転入通知情報; "
+          f"on the CS: {compact(on_cs('tokurei', 'status'))} (the certificate erased once the notice was acked)")
+
     title("the prefecture goes down: intake goes on, the CS outbox holds what it cannot send yet")
     sim(PREF, "faults", "--down")
     summary = send_from(KIZON, held_back, "/opt/demo/pki")
@@ -249,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  prefecture back: drained in {took:.0f} s (capped exponential backoff)")
     show_links(status)
     pref, nat = show_sims()
-    lost = {link: r["last_seq"] - pref["received"].get(f"{SENDER}/{link}", 0) for link, r in status.items()}
+    lost = {link: r["last_seq"] - pref["received"].get(f"{SENDER}/{link}", 0) for link, r in status.items()
+            if link in PREFECTURE_LINKS}
     print(f"  missing at the prefecture per link: {lost}; gaps {pref['gaps']} (in order, nothing lost); "
           f"forwarded to national {nat['received'].get('pref-14/national', 0)} of "
           f"{pref['received'].get(f'{SENDER}/prefecture', 0)}")

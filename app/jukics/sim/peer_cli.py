@@ -7,6 +7,7 @@
                                 [--drop-ack-rate R] [--forward-twice|--forward-once] [--clear]
   jukics-sim seed-mismatches --admin ... --alter N --drop M   (整合性確認 differences, national)
   jukics-sim card --admin ...                送付先情報 received by the card-management endpoint
+  jukics-sim tenshutsu --admin ... --file F  (prefecture) relay 転出証明書情報 to the 転入地 CS (F6)
 
 The admin API is plain HTTP on loopback only. Exit codes: 0 done, 1 the sim refused, 2 bad usage.
 A simulator: never deploy it where real data flows.
@@ -103,7 +104,8 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
 
 def cmd_tenshutsu(args: argparse.Namespace) -> int:
-    certs = [json.loads(line) for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    certs = [json.loads(line) for line in text.splitlines() if line.strip()]
     results = _admin(args.admin, "/tenshutsu", {"certs": certs})
     print(json.dumps(results, ensure_ascii=False))
     return 0 if all(r.get("status") in ("ack", "duplicate") for r in results) else 3
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clear", action="store_true", help="clear every fault first")
     p = add("tenshutsu", cmd_tenshutsu,
             "(prefecture) relay 転出証明書情報 (one JSON per line) to the 転入地 CS: F6; exit 3 when one was refused")
-    p.add_argument("--file", required=True, help="the certificates, one JSON object per line")
+    p.add_argument("--file", required=True, help="the certificates, one JSON object per line (- for stdin)")
     p = add("seed-mismatches", cmd_seed, "spoil N stored records and drop M, for 整合性確認")
     p.add_argument("--alter", type=int, default=0)
     p.add_argument("--drop", type=int, default=0)

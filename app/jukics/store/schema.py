@@ -300,6 +300,30 @@ inbound_seen = Table(
 )
 
 
+
+# Operators (統合端末 staff, the 本人確認情報管理責任者, vendor accounts): one identity per person. The
+# password is a scrypt hash with its parameters (jukics.auth.credentials), the TOTP secret is
+# encrypted (record id ``operator-<user_id>``); ``totp_last_step`` makes each code usable once.
+# ``roles`` is a JSON list of role names from the duties table. Nothing here is resident data.
+operators = Table(
+    "operators",
+    metadata,
+    Column("user_id", String(32), nullable=False),
+    Column("department", String(64), nullable=False),
+    Column("roles", String(512), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("password_changed_at", Timestamp, nullable=False),
+    Column("totp_secret_ct", LargeBinary, nullable=False),
+    Column("totp_last_step", BigInteger, nullable=True),
+    Column("failed_logins", Integer, nullable=False),
+    Column("locked_until", Timestamp, nullable=True),
+    Column("account_expires_on", String(10), nullable=False),
+    Column("disabled_at", Timestamp, nullable=True),
+    Column("last_login_at", Timestamp, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("user_id"),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

@@ -1,0 +1,124 @@
+"""The operator store: login with password + TOTP, replay, lockout, expiry, disable; all audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pyotp
+import pytest
+from sqlalchemy import create_engine, select
+
+from jukics.audit.chain import AuditLog, verify
+from jukics.auth import operators as ops
+from jukics.store import db
+from jukics.store.crypto import FieldCipher, SearchHasher
+from jukics.store.schema import audit_log, operators
+
+PASSWORD = "Counter-Staff-2026"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 12, 1, 0, 0, 0, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path}/ops.db")
+    db.upgrade(engine)
+    key = os.urandom(32)
+    clock = Clock()
+    audit = AuditLog(engine, SearchHasher(os.urandom(32)), clock=clock)
+    s = ops.OperatorStore(engine, FieldCipher(key), audit, issuer="jukics 142140",
+                          policy=ops.LoginPolicy(max_failures=3, lockout=dt.timedelta(minutes=15)), clock=clock)
+    enrollment = s.add("op0001", PASSWORD, department="市民課", roles=["counter"],
+                       account_expires_on=dt.date(2027, 3, 31), actor="admin1")
+    yield s, clock, pyotp.TOTP(enrollment.totp_secret), engine
+    engine.dispose()
+
+
+def code(totp: pyotp.TOTP, clock: Clock) -> str:
+    return totp.at(clock.now)
+
+
+def events(engine) -> list[tuple[str, str, str | None]]:
+    with engine.connect() as conn:
+        return [(r.action, r.outcome, r.code) for r in conn.execute(
+            select(audit_log.c.action, audit_log.c.outcome, audit_log.c.code).order_by(audit_log.c.seq))]
+
+
+def test_login_with_password_and_totp(store):
+    s, clock, totp, engine = store
+    r = s.login("op0001", PASSWORD, code(totp, clock), terminal="term-01")
+    assert r == ops.LoginResult(True, None, "op0001", ("counter",))
+    assert events(engine)[-1] == ("operator.login", "ok", None)
+    assert s.list()[0]["last_login_at"] is not None and "password_hash" not in s.list()[0]
+    with engine.connect() as conn:
+        row = conn.execute(select(operators)).one()
+    assert pyotp.TOTP(pyotp.random_base32()).secret.encode() not in bytes(row.totp_secret_ct)
+    assert row.password_hash.startswith("scrypt$")
+
+
+def test_the_same_code_is_refused_the_second_time(store):
+    s, clock, totp, engine = store
+    c = code(totp, clock)
+    assert s.login("op0001", PASSWORD, c, terminal="t").ok
+    clock.now += dt.timedelta(seconds=10)
+    assert s.login("op0001", PASSWORD, c, terminal="t").code == ops.E_TOTP_REPLAY
+    clock.now += dt.timedelta(seconds=30)
+    assert s.login("op0001", PASSWORD, code(totp, clock), terminal="t").ok
+    assert ("operator.login", "refused", ops.E_TOTP_REPLAY) in events(engine)
+
+
+def test_unknown_user_and_wrong_secrets_look_the_same(store):
+    s, clock, totp, _ = store
+    assert s.login("nobody", PASSWORD, code(totp, clock), terminal="t").code == ops.E_LOGIN_FAILED
+    assert s.login("op0001", "Wrong-Password-1", code(totp, clock), terminal="t").code == ops.E_LOGIN_FAILED
+    assert s.login("op0001", PASSWORD, "000000" if code(totp, clock) != "000000" else "111111",
+                   terminal="t").code == ops.E_LOGIN_FAILED
+
+
+def test_brute_force_locks_the_account(store):
+    s, clock, totp, engine = store
+    for _ in range(2):
+        assert s.login("op0001", "Wrong-Password-1", code(totp, clock), terminal="t").code == ops.E_LOGIN_FAILED
+    assert s.login("op0001", "Wrong-Password-1", code(totp, clock), terminal="t").code == ops.E_ACCOUNT_LOCKED
+    # the right password does not open a locked account
+    assert s.login("op0001", PASSWORD, code(totp, clock), terminal="t").code == ops.E_ACCOUNT_LOCKED
+    assert ("operator.locked", "refused", ops.E_ACCOUNT_LOCKED) in events(engine)
+    clock.now += dt.timedelta(minutes=16)
+    assert s.login("op0001", PASSWORD, code(totp, clock), terminal="t").ok
+    assert verify(engine).ok
+
+
+def test_expired_password_and_account_and_disabled(store):
+    s, clock, totp, _ = store
+    clock.now += dt.timedelta(days=91)
+    assert s.login("op0001", PASSWORD, code(totp, clock), terminal="t").code == ops.E_PASSWORD_EXPIRED
+    clock.now = dt.datetime(2027, 3, 31, 15, 0, tzinfo=dt.UTC)  # 2027-04-01 00:00 JST: the day after
+    assert s.login("op0001", PASSWORD, code(totp, clock), terminal="t").code == ops.E_ACCOUNT_EXPIRED
+    clock.now = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    assert s.disable("op0001", actor="admin1") and not s.disable("op0001", actor="admin1")
+    assert s.login("op0001", PASSWORD, code(totp, clock), terminal="t").code == ops.E_ACCOUNT_DISABLED
+
+
+def test_add_refuses_bad_ids_weak_passwords_and_duplicates(store):
+    s, _, _, _ = store
+    with pytest.raises(ops.OperatorError) as exc:
+        s.add("op0001", PASSWORD, department="市民課", roles=[], account_expires_on=dt.date(2027, 1, 1), actor="a")
+    assert exc.value.code == ops.E_OPERATOR_EXISTS
+    with pytest.raises(ops.OperatorError) as exc:
+        s.add("Op 1", PASSWORD, department="市民課", roles=[], account_expires_on=dt.date(2027, 1, 1), actor="a")
+    assert exc.value.code == ops.E_OPERATOR_ID
+    from jukics.auth.credentials import E_PASSWORD_POLICY, CredentialError
+
+    with pytest.raises(CredentialError) as cexc:
+        s.add("op0002", "short", department="市民課", roles=[], account_expires_on=dt.date(2027, 1, 1), actor="a")
+    assert cexc.value.code == E_PASSWORD_POLICY
+    assert [o["user_id"] for o in s.list()] == ["op0001"]
+    assert json.dumps(s.list(), ensure_ascii=False).count("scrypt") == 0

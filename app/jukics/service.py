@@ -20,6 +20,7 @@ from sqlalchemy import Engine, text
 from jukics.api.app import AppDeps, create_app
 from jukics.api.identity import IdentitySource, identity_from_gunicorn
 from jukics.audit.chain import AuditLog, verify
+from jukics.auth.operators import OperatorStore
 from jukics.config import LINK_MESSAGE_TYPES, Config
 from jukics.domain.business_days import BusinessCalendar
 from jukics.domain.places import prefecture_of_code
@@ -80,6 +81,11 @@ class Service:
         return TokureiInbox(self.engine, self.store.cipher, self.audit, municipality_code=self.config.municipality_code,
                             code_hash=self.store.code_hash, is_valid_code=self.intake.validators.juminhyo.is_valid,
                             unclaimed_days=self.config.tokurei_unclaimed_days, clock=self.clock)
+
+    @cached_property
+    def operators(self) -> OperatorStore:
+        return OperatorStore(self.engine, self.store.cipher, self.audit,
+                             issuer=f"jukics {self.config.municipality_code}", clock=self.clock)
 
     def today(self) -> dt.date:
         return self.clock().astimezone(JST).date()

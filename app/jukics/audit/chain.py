@@ -82,6 +82,11 @@ NON_PERSONAL_QUERY_KEYS: Final = frozenset(
         "history_versions",
         "deleted_residents",
         "client",
+        # operators (jukics.auth.operators): staff ids and role names, readable for the access review
+        "user_id",
+        "roles",
+        "grant",
+        "revoke",
         # links (jukics.store.link_state): sequence numbers and dead-letter ids, no personal data
         "from_seq",
         "through_seq",

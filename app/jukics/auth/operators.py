@@ -35,6 +35,7 @@ E_PASSWORD_EXPIRED = "E_PASSWORD_EXPIRED"  # noqa: S105 - an error code, not a p
 E_TOTP_REPLAY = "E_TOTP_REPLAY"
 E_OPERATOR_EXISTS = "E_OPERATOR_EXISTS"
 E_OPERATOR_ID = "E_OPERATOR_ID"
+E_OPERATOR_UNKNOWN = "E_OPERATOR_UNKNOWN"
 
 USER_ID = re.compile(r"^[a-z][a-z0-9._-]{2,31}$")
 
@@ -109,6 +110,33 @@ class OperatorStore:
                 self.audit.append(AuditEvent(actor=actor, terminal="cli", action="operator.disable", purpose="admin",
                                              query={"user_id": user_id}), conn)
         return done
+
+    def set_roles(self, user_id: str, *, grant: Sequence[str] = (), revoke: Sequence[str] = (),
+                  actor: str) -> list[str]:
+        """Grant and/or revoke roles; returns the roles after. Audited with the change."""
+        with write_transaction(self.engine) as conn:
+            row = conn.execute(select(operators.c.roles).where(operators.c.user_id == user_id)).first()
+            if row is None:
+                raise OperatorError(E_OPERATOR_UNKNOWN, f"no operator {user_id}")
+            roles = sorted((set(json.loads(row.roles)) | set(grant)) - set(revoke))
+            conn.execute(update(operators).where(operators.c.user_id == user_id).values(roles=json.dumps(roles)))
+            self.audit.append(AuditEvent(actor=actor, terminal="cli", action="operator.roles", purpose="admin",
+                                         query={"user_id": user_id, "grant": ",".join(grant),
+                                                "revoke": ",".join(revoke)}), conn)
+        return roles
+
+    def reset_totp(self, user_id: str, *, actor: str) -> Enrollment:
+        """A new TOTP secret (a lost phone): the old codes stop working at once."""
+        secret = cred.new_totp_secret()
+        with write_transaction(self.engine) as conn:
+            done = conn.execute(update(operators).where(operators.c.user_id == user_id).values(
+                totp_secret_ct=self.cipher.encrypt(f"operator-{user_id}", "totp", secret),
+                totp_last_step=None)).rowcount == 1
+            if not done:
+                raise OperatorError(E_OPERATOR_UNKNOWN, f"no operator {user_id}")
+            self.audit.append(AuditEvent(actor=actor, terminal="cli", action="operator.reset_totp", purpose="admin",
+                                         query={"user_id": user_id}), conn)
+        return Enrollment(user_id, secret, cred.provisioning_uri(secret, user_id, self.issuer))
 
     def login(self, user_id: str, password: str, code: str, *, terminal: str) -> LoginResult:
         now = self.clock()

@@ -122,3 +122,58 @@ def test_add_refuses_bad_ids_weak_passwords_and_duplicates(store):
     assert cexc.value.code == E_PASSWORD_POLICY
     assert [o["user_id"] for o in s.list()] == ["op0001"]
     assert json.dumps(s.list(), ensure_ascii=False).count("scrypt") == 0
+
+
+def test_roles_and_totp_reset(store):
+    s, clock, totp, engine = store
+    assert s.set_roles("op0001", grant=["manager", "counter"], actor="admin1") == ["counter", "manager"]
+    assert s.set_roles("op0001", revoke=["counter"], actor="admin1") == ["manager"]
+    with pytest.raises(ops.OperatorError):
+        s.set_roles("nobody", grant=["x"], actor="admin1")
+    fresh = s.reset_totp("op0001", actor="admin1")
+    assert s.login("op0001", PASSWORD, code(totp, clock), terminal="t").code == ops.E_LOGIN_FAILED  # old device
+    assert s.login("op0001", PASSWORD, pyotp.TOTP(fresh.totp_secret).at(clock.now), terminal="t").roles == (
+        "manager",)
+    assert {"operator.roles", "operator.reset_totp"} <= {e[0] for e in events(engine)}
+
+
+def test_operator_cli(tmp_path, capsys, monkeypatch):
+    import io
+
+    from jukics.cli.main import main as cli_main
+
+    cfg = tmp_path / "jukics.toml"
+    cfg.write_text(f"""
+[cs]
+municipality_code = "142140"
+environment = "development"
+[database]
+url = "sqlite:///{tmp_path}/j.db"
+[keystore]
+backend = "dev"
+dev_secret_file = "{tmp_path}/secret"
+[intake]
+listen = "127.0.0.1:8443"
+cert_file = "/x"
+key_file = "/x"
+client_ca_file = "/x"
+allowed_clients = ["kizon"]
+""")
+    base = ["--config", str(cfg)]
+    assert cli_main([*base, "db", "upgrade"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    add = [*base, "operator", "add", "op0009", "--department", "市民課", "--role", "counter", "--expires",
+           "2027-03-31", "--actor", "admin1"]
+    assert cli_main(add) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out.splitlines()[-1])["provisioning_uri"].startswith("otpauth://totp/")
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert cli_main(add) == 2 and "E_OPERATOR_EXISTS" in capsys.readouterr().err
+    assert cli_main([*base, "operator", "grant", "op0009", "--role", "manager", "--actor", "admin1"]) == 0
+    assert cli_main([*base, "operator", "grant", "op0009", "--role", "manager", "--actor", "admin1"]) == 3
+    assert cli_main([*base, "operator", "disable", "op0009", "--actor", "admin1"]) == 0
+    assert cli_main([*base, "operator", "disable", "op0009", "--actor", "admin1"]) == 3
+    capsys.readouterr()
+    assert cli_main([*base, "operator", "list"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["roles"] == ["counter", "manager"] and entry["disabled"] is True

@@ -280,6 +280,7 @@ class Config:
     #: the peer-facing listener: client certificate SAN -> sender id of the peers that may deliver here
     peer_senders: Mapping[str, str] = field(default_factory=dict)
     peer_listener: PeerListenerConfig | None = None
+    duties: Any = None  # jukics.auth.rbac.Duties (the [roles] table, or the default)
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -376,7 +377,7 @@ def _tpm_keystore_problems(keystore: Mapping[str, Any]) -> list[str]:
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(data)
     known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit", "tls",
-             "calendar", "tokurei", "peer_listener"}
+             "calendar", "tokurei", "peer_listener", "roles"}
     for name in data:
         if name not in known:
             r.problems.append(f"{name}: unknown section (known: {', '.join(sorted(known))})")
@@ -458,6 +459,14 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     if unknown_keys:
         r.problems.append(f"peer_listener: unknown keys: {', '.join(sorted(unknown_keys))}")
 
+    from jukics.auth.rbac import DutiesError, load_duties
+
+    duties = None
+    try:
+        duties = load_duties(data.get("roles"))  # the duties table (対応表); the default when absent
+    except DutiesError as exc:
+        r.problems.extend(exc.problems)
+
     if r.problems:
         raise ConfigError(r.problems)
     assert listen is not None and metrics is not None and clients is not None  # for the type checker
@@ -484,6 +493,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         tokurei_unclaimed_days=unclaimed or 30,
         peer_senders=dict(senders),
         peer_listener=peer_listener,
+        duties=duties,
         source=source,
         raw=data,
     )

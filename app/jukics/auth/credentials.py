@@ -19,6 +19,7 @@ import hmac
 import os
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import pyotp
 from cryptography.exceptions import InvalidKey
@@ -125,3 +126,33 @@ def verify_totp(secret: str, code: str, *, last_step: int | None, now: float | N
                 return TotpCheck(False, step=step, replay=True)
             return TotpCheck(True, step=step)
     return TotpCheck(False)
+
+
+class SecondFactor(Protocol):
+    """The second factor as an interface (docs/operators.md). The store keeps, per operator, one secret
+    string (encrypted with the data key) and one counter that must only grow (the TOTP time step;
+    for WebAuthn the authenticator's signCount; for a vein/palm vendor adapter its match sequence),
+    so every factor gets the same replay rule and the same lockout."""
+
+    name: str
+
+    def enroll(self, user_id: str, issuer: str) -> tuple[str, str]:
+        """A new secret to store, and what to show the person once (URI, device registration id)."""
+        ...
+
+    def verify(self, secret: str, response: str, *, last_counter: int | None, now: float) -> TotpCheck:
+        """``ok`` with the new counter, or not ok (``replay`` when the counter did not grow)."""
+        ...
+
+
+class TotpFactor:
+    """RFC 6238 TOTP with pyotp: the default second factor."""
+
+    name = "totp"
+
+    def enroll(self, user_id: str, issuer: str) -> tuple[str, str]:
+        secret = new_totp_secret()
+        return secret, provisioning_uri(secret, user_id, issuer)
+
+    def verify(self, secret: str, response: str, *, last_counter: int | None, now: float) -> TotpCheck:
+        return verify_totp(secret, response, last_step=last_counter, now=now)

@@ -71,20 +71,22 @@ class Enrollment:
 
 class OperatorStore:
     def __init__(self, engine: Engine, cipher: FieldCipher, audit: AuditLog, *, issuer: str,
-                 policy: LoginPolicy | None = None, clock: Clock = utc_now) -> None:
+                 policy: LoginPolicy | None = None, clock: Clock = utc_now,
+                 factor: cred.SecondFactor | None = None) -> None:
         self.engine = engine
         self.cipher = cipher
         self.audit = audit
         self.issuer = issuer
         self.policy = policy or LoginPolicy()
         self.clock = clock
+        self.factor = factor or cred.TotpFactor()
 
     def add(self, user_id: str, password: str, *, department: str, roles: Sequence[str],
             account_expires_on: dt.date, actor: str) -> Enrollment:
         if not USER_ID.match(user_id):
             raise OperatorError(E_OPERATOR_ID, "a user id is 3-32 of a-z 0-9 . _ -, starting with a letter")
         cred.check_password_policy(password, user_id=user_id)
-        secret = cred.new_totp_secret()
+        secret, shown = self.factor.enroll(user_id, self.issuer)
         now = iso_utc(self.clock())
         try:
             with write_transaction(self.engine) as conn:
@@ -99,7 +101,7 @@ class OperatorStore:
                                   conn)
         except IntegrityError:
             raise OperatorError(E_OPERATOR_EXISTS, f"operator {user_id} exists") from None
-        return Enrollment(user_id, secret, cred.provisioning_uri(secret, user_id, self.issuer))
+        return Enrollment(user_id, secret, shown)
 
     def disable(self, user_id: str, *, actor: str) -> bool:
         with write_transaction(self.engine) as conn:
@@ -127,7 +129,7 @@ class OperatorStore:
 
     def reset_totp(self, user_id: str, *, actor: str) -> Enrollment:
         """A new TOTP secret (a lost phone): the old codes stop working at once."""
-        secret = cred.new_totp_secret()
+        secret, shown = self.factor.enroll(user_id, self.issuer)
         with write_transaction(self.engine) as conn:
             done = conn.execute(update(operators).where(operators.c.user_id == user_id).values(
                 totp_secret_ct=self.cipher.encrypt(f"operator-{user_id}", "totp", secret),
@@ -136,7 +138,7 @@ class OperatorStore:
                 raise OperatorError(E_OPERATOR_UNKNOWN, f"no operator {user_id}")
             self.audit.append(AuditEvent(actor=actor, terminal="cli", action="operator.reset_totp", purpose="admin",
                                          query={"user_id": user_id}), conn)
-        return Enrollment(user_id, secret, cred.provisioning_uri(secret, user_id, self.issuer))
+        return Enrollment(user_id, secret, shown)
 
     def login(self, user_id: str, password: str, code: str, *, terminal: str) -> LoginResult:
         now = self.clock()
@@ -161,7 +163,7 @@ class OperatorStore:
             return LoginResult(False, E_ACCOUNT_LOCKED, user_id)
         password_ok = cred.verify_password(password, row.password_hash).ok
         secret = self.cipher.decrypt(f"operator-{user_id}", "totp", bytes(row.totp_secret_ct))
-        totp = cred.verify_totp(secret, code, last_step=row.totp_last_step, now=now.timestamp())
+        totp = self.factor.verify(secret, code, last_counter=row.totp_last_step, now=now.timestamp())
         if not (password_ok and totp.ok):
             return self._failed(user_id, now, E_TOTP_REPLAY if password_ok and totp.replay else E_LOGIN_FAILED)
         with write_transaction(self.engine) as conn:

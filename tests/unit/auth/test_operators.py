@@ -177,3 +177,36 @@ allowed_clients = ["kizon"]
     assert cli_main([*base, "operator", "list"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["roles"] == ["counter", "manager"] and entry["disabled"] is True
+
+
+def test_another_second_factor_plugs_in(tmp_path):
+    """A vendor adapter (say, palm-vein matching): its counter must grow, like a TOTP step."""
+    from jukics.auth.credentials import TotpCheck
+
+    class PalmVein:
+        name = "palm-vein"
+
+        def enroll(self, user_id: str, issuer: str) -> tuple[str, str]:
+            return f"template-ref-{user_id}", f"register {user_id} at the reader"
+
+        def verify(self, secret: str, response: str, *, last_counter: int | None, now: float) -> TotpCheck:
+            ref, _, counter = response.partition(":")
+            if ref != secret or not counter.isdigit():
+                return TotpCheck(False)
+            if last_counter is not None and int(counter) <= last_counter:
+                return TotpCheck(False, step=int(counter), replay=True)
+            return TotpCheck(True, step=int(counter))
+
+    engine = create_engine(f"sqlite:///{tmp_path}/pv.db")
+    db.upgrade(engine)
+    clock = Clock()
+    s = ops.OperatorStore(engine, FieldCipher(os.urandom(32)), AuditLog(engine, SearchHasher(os.urandom(32)),
+                          clock=clock), issuer="jukics", clock=clock, factor=PalmVein())
+    enrollment = s.add("op0100", PASSWORD, department="市民課", roles=["counter"],
+                       account_expires_on=dt.date(2027, 3, 31), actor="admin1")
+    assert enrollment.provisioning_uri == "register op0100 at the reader"
+    assert s.login("op0100", PASSWORD, "template-ref-op0100:7", terminal="t").ok
+    assert s.login("op0100", PASSWORD, "template-ref-op0100:7", terminal="t").code == ops.E_TOTP_REPLAY
+    assert s.login("op0100", PASSWORD, "template-ref-op0100:8", terminal="t").ok
+    assert s.login("op0100", PASSWORD, "someone-else:9", terminal="t").code == ops.E_LOGIN_FAILED
+    engine.dispose()

@@ -177,6 +177,10 @@ allowed_clients = ["kizon"]
     assert cli_main([*base, "operator", "list"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["roles"] == ["counter", "manager"] and entry["disabled"] is True
+    assert cli_main([*base, "report", "access-review", "--json"]) == 0
+    review = json.loads(capsys.readouterr().out)
+    assert review["departments"]["市民課"][0]["flags"] == ["disabled", "never_used"]
+    assert cli_main([*base, "report", "access-review"]) == 0 and "op0009" in capsys.readouterr().out
 
 
 def test_another_second_factor_plugs_in(tmp_path):

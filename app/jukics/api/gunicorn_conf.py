@@ -89,8 +89,10 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def _tls_key_is_tss2() -> bool:
     try:
+        from jukics.keystore.tpm import TSS2_PEM_BEGIN
+
         with open(_side.key_file, "rb") as fh:
-            return b"-----BEGIN TSS2 PRIVATE KEY-----" in fh.read(4096)
+            return TSS2_PEM_BEGIN in fh.read(4096)
     except OSError:
         return False
 

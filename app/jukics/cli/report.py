@@ -21,8 +21,10 @@ def cmd_access_review(config: Config, args: argparse.Namespace) -> int:
     svc.keystore.data_key()
     report = access_review(svc.operators.list(), config.duties or load_duties(None), now=svc.clock(),
                            idle_days=args.idle_days)
-    print(json.dumps(report, ensure_ascii=False, indent=2) if args.json else render_text(report), end="\n"
-          if args.json else "")
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print(render_text(report), end="")
     return 0
 
 

@@ -60,7 +60,7 @@ def test_login_with_password_and_totp(store):
     assert s.list()[0]["last_login_at"] is not None and "password_hash" not in s.list()[0]
     with engine.connect() as conn:
         row = conn.execute(select(operators)).one()
-    assert pyotp.TOTP(pyotp.random_base32()).secret.encode() not in bytes(row.totp_secret_ct)
+    assert totp.secret.encode() not in bytes(row.totp_secret_ct)  # the enrolled secret is stored encrypted
     assert row.password_hash.startswith("scrypt$")
 
 

@@ -36,6 +36,7 @@ from jukics.domain.fields import CARD_EVENT_ITEMS, CARD_EVENT_KINDS
 from jukics.store.clock import JST, Clock, iso_utc, utc_now
 from jukics.store.crypto import FieldCipher
 from jukics.store.db import write_transaction
+from jukics.store.link_state import pending_rows
 from jukics.store.repository import OutboxMessage
 from jukics.store.schema import card_messages, kizon_notices, outbox, outbox_head
 
@@ -208,16 +209,10 @@ class CardRelay:
     def outbox_pending(self, link: str, *, limit: int = 100) -> list[OutboxMessage]:
         if link not in LINKS:
             raise KeyError(f"unknown link {link!r}")
-        with self.engine.connect() as conn:
-            acked = conn.execute(select(outbox_head.c.acked_seq).where(outbox_head.c.link == link)).scalar_one()
-            rows = conn.execute(
-                select(outbox.c.seq, outbox.c.kind, outbox.c.created_at, card_messages.c.id,
-                       card_messages.c.payload_ct)
-                .select_from(outbox.join(card_messages, card_messages.c.id == outbox.c.version_id))
-                .where(outbox.c.link == link, outbox.c.seq > acked).order_by(outbox.c.seq).limit(limit)).all()
+        rows = pending_rows(self.engine, link, card_messages, card_messages.c.payload_ct, limit)
         return [OutboxMessage(link=link, seq=int(r.seq), message_id=f"{link}-{int(r.seq)}", kind=r.kind,
                               created_at=r.created_at,
-                              payload=json.loads(self.cipher.decrypt(f"card-{r.id}", "payload", bytes(r.payload_ct))))
+                              payload=json.loads(self.cipher.decrypt(f"card-{r.id}", "payload", bytes(r.ct))))
                 for r in rows]
 
     def on_settled(self, conn: Connection, link: str, settled: Sequence[tuple[int, int]],

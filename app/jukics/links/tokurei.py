@@ -30,6 +30,7 @@ from jukics.links import protocol as p
 from jukics.store.clock import JST, Clock, iso_utc, utc_now
 from jukics.store.crypto import FieldCipher
 from jukics.store.db import write_transaction
+from jukics.store.link_state import pending_rows
 from jukics.store.repository import OutboxMessage
 from jukics.store.schema import inbound_seen, kizon_notices, outbox, outbox_head, tenshutsu_certs
 
@@ -176,16 +177,10 @@ class TokureiInbox:
     def outbox_pending(self, link: str, *, limit: int = 100) -> list[OutboxMessage]:
         if link != LINK:
             raise KeyError(f"unknown link {link!r}")
-        with self.engine.connect() as conn:
-            acked = conn.execute(select(outbox_head.c.acked_seq).where(outbox_head.c.link == LINK)).scalar_one()
-            rows = conn.execute(
-                select(outbox.c.seq, outbox.c.kind, outbox.c.created_at, tenshutsu_certs.c.id,
-                       tenshutsu_certs.c.notice_ct)
-                .select_from(outbox.join(tenshutsu_certs, tenshutsu_certs.c.id == outbox.c.version_id))
-                .where(outbox.c.link == LINK, outbox.c.seq > acked).order_by(outbox.c.seq).limit(limit)).all()
+        rows = pending_rows(self.engine, LINK, tenshutsu_certs, tenshutsu_certs.c.notice_ct, limit)
         return [OutboxMessage(link=LINK, seq=int(r.seq), message_id=f"{LINK}-{int(r.seq)}", kind=r.kind,
                               created_at=r.created_at,
-                              payload=json.loads(self.cipher.decrypt(f"tennyu-{r.id}", "notice", bytes(r.notice_ct))))
+                              payload=json.loads(self.cipher.decrypt(f"tennyu-{r.id}", "notice", bytes(r.ct))))
                 for r in rows]
 
     def on_settled(self, conn: Connection, link: str, settled: Sequence[tuple[int, int]],

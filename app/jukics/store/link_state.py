@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Column, Connection, Engine, Row, Table, delete, func, insert, select, update
 
 from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.store.clock import Clock, iso_utc, utc_now
@@ -25,6 +25,18 @@ E_NO_DEAD_LETTER = "E_NO_DEAD_LETTER"
 
 
 SettleHook = Callable[[Connection, str, Sequence[tuple[int, int]], Mapping[int, Mapping[str, Any]], str], None]
+
+
+def pending_rows(engine: Engine, link: str, table: Table, ciphertext: Column, limit: int) -> Sequence[Row]:
+    """Unacknowledged outbox rows of ``link`` whose payload lives in ``table`` (``outbox.version_id``
+    names its row): seq, kind, created_at, the row's id and its ``ciphertext``, in sequence order.
+    For the links whose messages are not resident versions (card, tokurei)."""
+    with engine.connect() as conn:
+        acked = conn.execute(select(outbox_head.c.acked_seq).where(outbox_head.c.link == link)).scalar_one()
+        return conn.execute(
+            select(outbox.c.seq, outbox.c.kind, outbox.c.created_at, table.c.id, ciphertext.label("ct"))
+            .select_from(outbox.join(table, table.c.id == outbox.c.version_id))
+            .where(outbox.c.link == link, outbox.c.seq > acked).order_by(outbox.c.seq).limit(limit)).all()
 
 
 @dataclass(frozen=True)

@@ -324,6 +324,20 @@ operators = Table(
     PrimaryKeyConstraint("user_id"),
 )
 
+# Terminal API sessions: only the SHA-256 of the opaque token is kept, bound to the terminal
+# certificate identity that logged in; idle and absolute expiry are checked on every request.
+terminal_sessions = Table(
+    "terminal_sessions",
+    metadata,
+    Column("token_hash", LargeBinary(32), nullable=False),
+    Column("user_id", String(32), nullable=False),
+    Column("terminal", String(128), nullable=False),
+    Column("roles", String(512), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("last_seen_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("token_hash"),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

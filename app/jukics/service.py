@@ -199,6 +199,7 @@ def build_terminal_app(config: Config, *, identity: IdentitySource = identity_fr
     """The counter-terminal listener's app (jukics.api.terminal_app): login, F5, F7/F8."""
     from jukics.api.terminal_app import TerminalDeps, create_terminal_app
     from jukics.auth.sessions import SessionStore
+    from jukics.store.corrections import Corrections
 
     term = config.terminal_listener
     if term is None:
@@ -213,6 +214,7 @@ def build_terminal_app(config: Config, *, identity: IdentitySource = identity_fr
     return create_terminal_app(TerminalDeps(
         allowed_terminals=term.allowed_terminals, identity=identity, operators=svc.operators, sessions=sessions,
         duties=config.duties, router=router, audit=svc.audit, purposes=term.purposes, result_cap=term.result_cap,
+        corrections=Corrections(svc.engine, svc.store, svc.intake, svc.audit, clock=svc.clock),
         max_body_bytes=min(config.max_body_bytes, 64 * 1024)))
 
 

@@ -28,6 +28,7 @@ from jukics.auth.operators import OperatorStore
 from jukics.auth.rbac import Duties
 from jukics.auth.sessions import Session, SessionError, SessionStore
 from jukics.links.routing import QueryAnswer, QueryRefused, QueryRouter
+from jukics.store.corrections import CorrectionError, Corrections
 
 DEFAULT_NOTICE = ("この端末からの本人確認情報の検索・照会はすべて記録され、目的外の利用は処罰の対象となります。"
                   " Every search and view from this terminal is logged with your user id and purpose.")
@@ -45,6 +46,7 @@ class TerminalDeps:
     router: QueryRouter
     audit: AuditLog
     purposes: Mapping[str, str]  # code -> description
+    corrections: Corrections | None = None
     result_cap: int = 50
     notice: str = DEFAULT_NOTICE
     max_body_bytes: int = 64 * 1024
@@ -206,6 +208,56 @@ class SearchResource(_QueryBase):
                                                           terminal=terminal), purpose)
 
 
+class CorrectionsResource(_Base):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        terminal = self.terminal(req)
+        data = self.body(req)
+        s = self.session(req, terminal, "correction_request", "correction.request")
+        code, changes = data.get("juminhyo_code"), data.get("changes", {})
+        if not isinstance(code, str) or not isinstance(changes, dict):
+            raise ApiError("E_BODY_SHAPE", "juminhyo_code is a string, changes an object")
+        assert self.deps.corrections is not None
+        try:
+            rid = self.deps.corrections.request(kind=str(data.get("kind", "correction")), juminhyo_code=code,
+                                                changes=changes, reason=data.get("reason", ""),
+                                                requester=s.user_id, terminal=terminal)  # audited there
+        except CorrectionError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        resp.status = falcon.HTTP_201
+        resp.media = {"id": rid, "status": "pending"}
+
+
+class CorrectionResource(_Base):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, rid: str) -> None:
+        terminal = self.terminal(req)
+        s = self.session(req, terminal, "correction_approve", "correction.view")
+        assert self.deps.corrections is not None
+        found = self.deps.corrections.get(rid)
+        if found is None:
+            raise self.refuse("E_CORRECTION_UNKNOWN", terminal=terminal, actor=s.user_id, action="correction.view")
+        self.deps.audit.append(AuditEvent(actor=s.user_id, terminal=terminal, action="correction.view",
+                                          purpose="correction", query={"request_id": rid},
+                                          targets=[found["juminhyo_code"]], result_count=1))
+        resp.media = found
+
+
+class CorrectionDecisionResource(_Base):
+    def __init__(self, deps: TerminalDeps, approve: bool) -> None:
+        super().__init__(deps)
+        self.approve = approve
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, rid: str) -> None:
+        terminal = self.terminal(req)
+        s = self.session(req, terminal, "correction_approve", "correction.approve" if self.approve
+                         else "correction.reject")
+        assert self.deps.corrections is not None
+        try:
+            d = self.deps.corrections.decide(rid, approver=s.user_id, approve=self.approve, terminal=terminal)
+        except CorrectionError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        resp.media = {"id": d.id, "status": d.status, "result_code": d.result_code}
+
+
 def create_terminal_app(deps: TerminalDeps) -> falcon.App:
     app = falcon.App()
     errors.install(app)
@@ -213,4 +265,10 @@ def create_terminal_app(deps: TerminalDeps) -> falcon.App:
     app.add_route("/v1/search-notice", NoticeResource(deps))
     app.add_route("/v1/identity-checks", IdentityCheckResource(deps))
     app.add_route("/v1/searches", SearchResource(deps))
+    if deps.corrections is not None:
+        app.add_route("/v1/corrections", CorrectionsResource(deps))
+        app.add_route("/v1/corrections/{rid}", CorrectionResource(deps))
+        app.add_route("/v1/corrections/{rid}/approve", CorrectionDecisionResource(deps, True))
+        app.add_route("/v1/corrections/{rid}/reject", CorrectionDecisionResource(deps, False))
+    # /v1/exports (terminal.yaml) is left to the lead: the export module is another helper's work
     return app

@@ -19,6 +19,7 @@ from jukics.config import parse_config
 from jukics.service import Service
 from jukics.sim.residents import generate_residents, resident_intake_items
 from jukics.store import db
+from jukics.store.corrections import Corrections
 from jukics.store.schema import audit_log, terminal_sessions
 
 CODE = "142140"
@@ -59,7 +60,8 @@ class Env:
         self.ops = OperatorStore(self.svc.engine, self.svc.store.cipher, self.svc.audit, issuer="jukics",
                                  policy=LoginPolicy(max_failures=3), clock=self.clock)
         self.totp: dict[str, pyotp.TOTP] = {}
-        for user, roles in (("clerk1", ["counter"]), ("boss1", ["manager"]), ("vend1", ["vendor"])):
+        for user, roles in (("clerk1", ["counter"]), ("boss1", ["manager"]), ("boss2", ["manager"]),
+                            ("vend1", ["vendor"])):
             e = self.ops.add(user, PASSWORD, department="市民課", roles=roles,
                              account_expires_on=dt.date(2027, 3, 31), actor="admin")
             self.totp[user] = pyotp.TOTP(e.totp_secret)
@@ -70,7 +72,9 @@ class Env:
         self.terminal: PeerIdentity | None = PeerIdentity((T1,), "term-01")
         self.deps = TerminalDeps(allowed_terminals=(T1, T2), identity=lambda env: self.terminal,
                                  operators=self.ops, sessions=self.sessions, duties=config.duties, router=router,
-                                 audit=self.svc.audit, purposes=PURPOSES, result_cap=5)
+                                 audit=self.svc.audit, purposes=PURPOSES, result_cap=5,
+                                 corrections=Corrections(self.svc.engine, self.svc.store, self.svc.intake,
+                                                         self.svc.audit, clock=self.clock))
         self.client = testing.TestClient(create_terminal_app(self.deps))
 
     def login(self, user: str = "clerk1", *, password: str = PASSWORD, code: str | None = None) -> testing.Result:
@@ -270,3 +274,64 @@ def test_results_capped(env):
                                                                            for i in range(9)])
     r = env.search(token, {"juminhyo_code": attr(person(env), "juminhyo_code")})
     assert r.status_code == 200 and r.json["found"] == 5 and r.json["truncated"] is True
+
+
+def test_correction_dual_control(env):
+    p = person(env)
+    code = attr(p, "juminhyo_code")
+    clerk = env.token("clerk1")
+    r = env.post("/v1/corrections", {"juminhyo_code": code, "changes": {"name_kanji": "訂正\u3000太郎"},
+                                     "reason": "窓口での申出により誤記を訂正"}, clerk)
+    assert r.status_code == 201, r.json
+    rid = r.json["id"]
+    assert env.svc.store.get_current(code)["name_kanji"] == attr(p, "name_kanji")  # pending: nothing applied
+    # a counter clerk may not approve, not even someone else's request
+    r = env.post(f"/v1/corrections/{rid}/approve", {}, clerk)
+    assert r.status_code == 403 and r.json["error"]["code"] == "E_FORBIDDEN"
+    boss = env.token("boss1")
+    r = env.client.simulate_get(f"/v1/corrections/{rid}", headers={"Authorization": f"Bearer {boss}"})
+    assert r.json["before"] == {"name_kanji": attr(p, "name_kanji")}
+    assert r.json["after"] == {"name_kanji": "訂正\u3000太郎"}
+    assert r.json["requested_by"] == "clerk1" and r.json["status"] == "pending"
+    r = env.post(f"/v1/corrections/{rid}/approve", {}, boss)
+    assert r.status_code == 200 and r.json["status"] == "applied", r.json
+    assert env.svc.store.get_current(code)["name_kanji"] == "訂正\u3000太郎"
+    r = env.client.simulate_get(f"/v1/corrections/{rid}", headers={"Authorization": f"Bearer {boss}"})
+    assert r.json["decided_by"] == "boss1" and r.json["decided_at"] and r.json["status"] == "applied"
+    r = env.post(f"/v1/corrections/{rid}/approve", {}, env.token("boss2"))
+    assert r.status_code == 409 and r.json["error"]["code"] == "E_CORRECTION_STATE"
+    actions = [e[0] for e in env.events()]
+    assert "correction.request" in actions and "correction.approve" in actions
+    assert any(a.startswith("intake.") for a in actions)  # applied through the normal intake path
+
+
+def test_self_approval_refused_and_audited(env):
+    code = attr(person(env, 1), "juminhyo_code")
+    boss = env.token("boss1")
+    r = env.post("/v1/corrections", {"juminhyo_code": code, "kind": "deletion", "changes": {},
+                                     "reason": "職権消除"}, boss)
+    assert r.status_code == 201
+    rid = r.json["id"]
+    r = env.post(f"/v1/corrections/{rid}/approve", {}, boss)
+    assert r.status_code == 403 and r.json["error"]["code"] == "E_SELF_APPROVAL"
+    assert env.events()[-1] == ("correction.approve", "refused", "E_SELF_APPROVAL", "boss1")
+    assert env.svc.store.get_current(code)["record_status"] == "current"
+    r = env.post(f"/v1/corrections/{rid}/reject", {}, env.token("boss2"))
+    assert r.status_code == 200 and r.json["status"] == "rejected"
+    assert env.svc.store.get_current(code)["record_status"] == "current"
+
+
+def test_deletion_applied_after_approval(env):
+    code = attr(person(env, 2), "juminhyo_code")
+    r = env.post("/v1/corrections", {"juminhyo_code": code, "kind": "deletion", "reason": "職権消除"},
+                 env.token("clerk1"))
+    r = env.post(f"/v1/corrections/{r.json['id']}/approve", {}, env.token("boss1"))
+    assert r.json["status"] == "applied", r.json
+    assert env.svc.store.get_current(code)["record_status"] == "deleted"
+
+
+def test_correction_of_identifiers_refused(env):
+    r = env.post("/v1/corrections", {"juminhyo_code": attr(person(env), "juminhyo_code"),
+                                     "changes": {"my_number": "123456789018"}, "reason": "x"}, env.token("clerk1"))
+    assert r.status_code == 400 and r.json["error"]["code"] == "E_CORRECTION_FIELDS"
+    assert env.events()[-1][:3] == ("correction.request", "refused", "E_CORRECTION_FIELDS")

@@ -1,4 +1,4 @@
-"""Terminal API sessions (token hash bound to the terminal certificate identity).
+"""Terminal API sessions (token hash bound to the terminal certificate) and dual-control correction requests.
 
 Revision ID: 0007_terminal
 Revises: 0006_operators
@@ -33,7 +33,23 @@ def upgrade() -> None:
         sa.Column("last_seen_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("token_hash"),
     )
+    op.create_table(
+        "correction_requests",
+        sa.Column("id", sa.String(32), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("code_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("changes_ct", sa.LargeBinary(), nullable=False),
+        sa.Column("reason", sa.String(256), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("requested_by", sa.String(32), nullable=False),
+        sa.Column("requested_at", TS, nullable=False),
+        sa.Column("decided_by", sa.String(32), nullable=True),
+        sa.Column("decided_at", TS, nullable=True),
+        sa.Column("result_code", sa.String(64), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("correction_requests")
     op.drop_table("terminal_sessions")

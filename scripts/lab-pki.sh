@@ -12,6 +12,7 @@
 #                                 (SAN = DNS:wrongname.lab.jukics.example): the TLS handshake succeeds, the app refuses
 #   stranger-ca.crt / .key        a second, unrelated CA
 #   stranger.crt / stranger.key   a client cert from the stranger CA, claiming the 既存住基 name: TLS must refuse it
+#   terminal.crt / terminal.key   a counter terminal (統合端末) client cert (clientAuth), SAN = DNS:term-01.lab.jukics.example
 #   pref1.crt / pref1.key         the simulated 都道府県サーバ (serverAuth + clientAuth: it also calls the national),
 #                                 SAN = DNS:pref1
 #   nat1.crt / nat1.key           the simulated 全国サーバ (serverAuth + clientAuth), SAN = DNS:nat1
@@ -83,6 +84,7 @@ leaf cs ca "/O=jukics lab/CN=${1:-localhost}" "$san" serverAuth
 leaf kizon ca "/O=jukics lab/CN=$kizon_name" "DNS:$kizon_name" clientAuth
 leaf wrongname ca "/O=jukics lab/CN=wrongname.lab.jukics.example" "DNS:wrongname.lab.jukics.example" clientAuth
 leaf stranger stranger-ca "/O=stranger/CN=$kizon_name" "DNS:$kizon_name" clientAuth
+leaf terminal ca "/O=jukics lab/CN=term-01.lab.jukics.example" "DNS:term-01.lab.jukics.example" clientAuth
 leaf pref1 ca "/O=jukics lab/CN=pref1" "DNS:pref1" serverAuth,clientAuth
 leaf nat1 ca "/O=jukics lab/CN=nat1" "DNS:nat1" serverAuth,clientAuth
 leaf pref1-wrongca stranger-ca "/O=stranger/CN=pref1" "DNS:pref1" serverAuth,clientAuth

@@ -62,6 +62,25 @@ class PeerListenerConfig:
 
 
 @dataclass(frozen=True)
+class TerminalListenerConfig:
+    """The counter-terminal listener (統合端末): its own port and server certificate (key in the TPM),
+    the terminal CA, the terminals allowed (certificate SANs), sessions, result cap, search rule and
+    the purpose codes every search must give."""
+
+    listen: Listener
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path
+    workers: int
+    allowed_terminals: tuple[str, ...]
+    session_idle_minutes: int = 15
+    session_absolute_minutes: int = 480
+    result_cap: int = 50
+    search_rule: str = "name_plus"  # or "two_of_four"
+    purposes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TlsIdentityConfig:
     name: str
     role: str
@@ -280,6 +299,7 @@ class Config:
     #: the peer-facing listener: client certificate SAN -> sender id of the peers that may deliver here
     peer_senders: Mapping[str, str] = field(default_factory=dict)
     peer_listener: PeerListenerConfig | None = None
+    terminal_listener: TerminalListenerConfig | None = None
     duties: Any = None  # jukics.auth.rbac.Duties (the [roles] table, or the default)
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -377,7 +397,8 @@ def _tpm_keystore_problems(keystore: Mapping[str, Any]) -> list[str]:
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(data)
     known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit", "tls",
-             "calendar", "tokurei", "peer_listener", "roles"}
+             "calendar", "tokurei", "peer_listener", "roles",
+             "terminal_listener"}
     for name in data:
         if name not in known:
             r.problems.append(f"{name}: unknown section (known: {', '.join(sorted(known))})")
@@ -459,6 +480,9 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     if unknown_keys:
         r.problems.append(f"peer_listener: unknown keys: {', '.join(sorted(unknown_keys))}")
 
+    terminal_listener = _terminal_listener(r, {listen.port if listen else None,
+                                              peer_listener.listen.port if peer_listener else None})
+
     from jukics.auth.rbac import DutiesError, load_duties
 
     duties = None
@@ -493,6 +517,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         tokurei_unclaimed_days=unclaimed or 30,
         peer_senders=dict(senders),
         peer_listener=peer_listener,
+        terminal_listener=terminal_listener,
         duties=duties,
         source=source,
         raw=data,
@@ -512,6 +537,54 @@ def load_config(path: str | Path) -> Config:
     return parse_config(data, source=p)
 
 
+_TERMINAL_KEYS = frozenset({"listen", "cert_file", "key_file", "client_ca_file", "workers", "allowed_terminals",
+                            "session_idle_minutes", "session_absolute_minutes", "result_cap", "search_rule",
+                            "purposes"})
+
+
+def _terminal_listener(r: Any, taken: set[int | None]) -> TerminalListenerConfig | None:
+    section = r.section("terminal_listener")
+    if not section:
+        return None
+    unknown = set(section) - _TERMINAL_KEYS
+    if unknown:
+        r.problems.append(f"terminal_listener: unknown keys: {', '.join(sorted(unknown))}")
+    if "listen" not in section:
+        r.problems.append("terminal_listener: the listener's settings need terminal_listener.listen")
+        return None
+    before = len(r.problems)
+    listen = r.listener("terminal_listener", "listen")
+    files = {k: r.get("terminal_listener", k, str) for k in ("cert_file", "key_file", "client_ca_file")}
+    workers = r.get("terminal_listener", "workers", int, 1)
+    terminals = r.get("terminal_listener", "allowed_terminals", list, []) or []
+    idle = r.get("terminal_listener", "session_idle_minutes", int, 15)
+    absolute = r.get("terminal_listener", "session_absolute_minutes", int, 480)
+    cap = r.get("terminal_listener", "result_cap", int, 50)
+    rule = r.get("terminal_listener", "search_rule", str, "name_plus")
+    purposes = r.get("terminal_listener", "purposes", dict, {}) or {}
+    if workers is not None and not 1 <= workers <= 16:
+        r.problems.append("terminal_listener.workers: must be between 1 and 16")
+    if not terminals or not all(isinstance(t, str) and t for t in terminals):
+        r.problems.append("terminal_listener.allowed_terminals: required, a list of terminal certificate SANs")
+    if idle is not None and absolute is not None and not 1 <= idle <= absolute <= 24 * 60:
+        r.problems.append("terminal_listener: session_idle_minutes <= session_absolute_minutes <= 1440, both >= 1")
+    if cap is not None and not 1 <= cap <= 100:
+        r.problems.append("terminal_listener.result_cap: must be from 1 to 100")
+    if rule not in ("name_plus", "two_of_four"):
+        r.problems.append('terminal_listener.search_rule: "name_plus" or "two_of_four"')
+    if not purposes or not all(isinstance(k, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", k)
+                               and isinstance(v, str) and v for k, v in purposes.items()):
+        r.problems.append('terminal_listener.purposes: required, a table of "CODE" = "description" '
+                          "(codes 1-32 of A-Z a-z 0-9 _ . -)")
+    if listen is not None and listen.port in taken:
+        r.problems.append("terminal_listener.listen: must be another port than the intake and peer listeners")
+    if len(r.problems) > before or listen is None or None in files.values():
+        return None
+    return TerminalListenerConfig(listen, Path(files["cert_file"]), Path(files["key_file"]),
+                                  Path(files["client_ca_file"]), workers, tuple(terminals), idle, absolute, cap,
+                                  rule, dict(purposes))
+
+
 def check_files(config: Config) -> list[str]:
     """Problems with the files the config names (existence, readability); for `config check`."""
     problems = []
@@ -519,6 +592,8 @@ def check_files(config: Config) -> list[str]:
         path: Path = getattr(config.intake, name)
         if not path.is_file():
             problems.append(f"intake.{name}: {path} does not exist")
+        if config.terminal_listener is not None and not getattr(config.terminal_listener, name).is_file():
+            problems.append(f"terminal_listener.{name}: {getattr(config.terminal_listener, name)} does not exist")
         if config.peer_listener is not None and not getattr(config.peer_listener, name).is_file():
             problems.append(f"peer_listener.{name}: {getattr(config.peer_listener, name)} does not exist")
     return problems

@@ -194,6 +194,30 @@ def build_peer_app(config: Config, *, peer_names: Any = None, service: Service |
                    peer_names=peer_names or gunicorn_peer_names)
 
 
+def build_terminal_app(config: Config, *, identity: IdentitySource = identity_from_gunicorn,
+                       service: Service | None = None) -> falcon.App:
+    """The counter-terminal listener's app (jukics.api.terminal_app): login, F5, F7/F8."""
+    from jukics.api.terminal_app import TerminalDeps, create_terminal_app
+    from jukics.auth.sessions import SessionStore
+    from jukics.store.corrections import Corrections
+
+    term = config.terminal_listener
+    if term is None:
+        raise ValueError("no [terminal_listener] in the configuration")
+    svc = service or Service(config)
+    svc.keystore.data_key()
+    router = svc.query_router
+    # the links' rule names: "strict" is the terminal's "name_plus" (氏名 + 住所 / 氏名 + 生年月日)
+    router.search_rule = "two_of_four" if term.search_rule == "two_of_four" else "strict"
+    sessions = SessionStore(svc.engine, idle=dt.timedelta(minutes=term.session_idle_minutes),
+                            absolute=dt.timedelta(minutes=term.session_absolute_minutes), clock=svc.clock)
+    return create_terminal_app(TerminalDeps(
+        allowed_terminals=term.allowed_terminals, identity=identity, operators=svc.operators, sessions=sessions,
+        duties=config.duties, router=router, audit=svc.audit, purposes=term.purposes, result_cap=term.result_cap,
+        corrections=Corrections(svc.engine, svc.store, svc.intake, svc.audit, clock=svc.clock),
+        max_body_bytes=min(config.max_body_bytes, 64 * 1024)))
+
+
 def upgrade_database(config: Config) -> str:
     svc = Service(config)
     before = db.current_revision(svc.engine)

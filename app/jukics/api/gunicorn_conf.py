@@ -1,9 +1,10 @@
 """gunicorn configuration for the jukics service (`gunicorn -c python:jukics.api.gunicorn_conf`).
 
 Everything comes from the jukics TOML named by $JUKICS_CONFIG, so there is one source of truth.
-$JUKICS_LISTENER picks the listener: ``intake`` (default; 既存住基 and the 庁内 side) or ``peer``
+$JUKICS_LISTENER picks the listener: ``intake`` (default; 既存住基 and the 庁内 side), ``peer``
 (the peer-facing listener of ``[peer_listener]``: 住基ネット side, its own port, certificate and
-trust bundle, its own process tree and unit).
+trust bundle, its own process tree and unit) or ``terminal`` (the counter terminals of
+``[terminal_listener]``: their own port, server certificate with its key in the TPM, terminal CA).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ if LISTENER == "peer":
         raise SystemExit("jukics: JUKICS_LISTENER=peer but the configuration has no [peer_listener] listen")
     _side: Any = _config.peer_listener
     workers = _config.peer_listener.workers
+elif LISTENER == "terminal":
+    if _config.terminal_listener is None:
+        raise SystemExit("jukics: JUKICS_LISTENER=terminal but the configuration has no [terminal_listener] listen")
+    _side = _config.terminal_listener
+    workers = _config.terminal_listener.workers
 else:
     _side = _config.intake
     workers = _config.workers
@@ -44,7 +50,7 @@ accesslog = "-"
 # The access log must not carry query strings (a search could hold personal data in one).
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
-proc_name = "jukics-peer" if LISTENER == "peer" else "jukics"
+proc_name = {"peer": "jukics-peer", "terminal": "jukics-terminal"}.get(LISTENER, "jukics")
 control_socket_disable = True  # gunicorn 27 otherwise wants a control socket under $HOME
 preload_app = False  # each worker opens its own DB connections and its own TPM sessions
 

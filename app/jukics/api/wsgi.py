@@ -1,6 +1,7 @@
 """WSGI entry points for gunicorn, built from $JUKICS_CONFIG in each worker.
 
-``jukics.api.wsgi:app`` is the intake app; ``jukics.api.wsgi:peer_app`` the peer-facing listener's.
+``jukics.api.wsgi:app`` is the intake app; ``jukics.api.wsgi:peer_app`` the peer-facing listener's;
+``jukics.api.wsgi:terminal_app`` the counter terminals'.
 Each is built on first use, so a worker of one listener never builds the other.
 """
 
@@ -20,6 +21,8 @@ def __getattr__(name: str) -> Any:
         value = service.build_app(config)
     elif name == "peer_app":
         value = service.build_peer_app(config)
+    elif name == "terminal_app":
+        value = service.build_terminal_app(config)
     else:
         raise AttributeError(name)
     globals()[name] = value

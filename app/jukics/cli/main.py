@@ -65,9 +65,13 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     if args.listener == "peer" and config.peer_listener is None:
         print("jukics: refusing to start: no [peer_listener] listen in the configuration", file=sys.stderr)
         return EXIT_PROBLEM
+    if args.listener == "terminal" and config.terminal_listener is None:
+        print("jukics: refusing to start: no [terminal_listener] listen in the configuration", file=sys.stderr)
+        return EXIT_PROBLEM
     gunicorn = Path(sys.executable).with_name("gunicorn")
     env = dict(os.environ, JUKICS_CONFIG=str(config.source), JUKICS_LISTENER=args.listener)
-    app = "jukics.api.wsgi:peer_app" if args.listener == "peer" else "jukics.api.wsgi:app"
+    app = {"peer": "jukics.api.wsgi:peer_app", "terminal": "jukics.api.wsgi:terminal_app"}.get(
+        args.listener, "jukics.api.wsgi:app")
     argv = [str(gunicorn), "-c", "python:jukics.api.gunicorn_conf", app]
     os.execve(argv[0], argv, env)  # noqa: S606 - replaces this process with gunicorn (fixed argv)
 
@@ -256,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("upgrade", cmd_db_upgrade, "apply pending schema migrations (idempotent)", db_sub)
 
     p = add("serve", cmd_serve, "run the service under gunicorn in the foreground")
-    p.add_argument("--listener", choices=("intake", "peer"), default="intake",
-                   help="intake: the 既存住基 side (default); peer: the peer-facing listener of [peer_listener]")
+    p.add_argument("--listener", choices=("intake", "peer", "terminal"), default="intake",
+                   help="intake: the 既存住基 side (default); peer: the peer-facing listener of [peer_listener]; "
+                        "terminal: the counter terminals of [terminal_listener]")
     add("stats", cmd_stats, "aggregate counts: residents, 消除者, versions, outbox messages pending per link")
     add("health", cmd_health, "check the database and the TLS listeners (intake, peer-facing); exit 1 when unhealthy")
     p = add("purge", cmd_purge, "purge history and 消除者 records past the retention period (150 years)")

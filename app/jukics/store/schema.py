@@ -324,6 +324,40 @@ operators = Table(
     PrimaryKeyConstraint("user_id"),
 )
 
+# Terminal API sessions: only the SHA-256 of the opaque token is kept, bound to the terminal
+# certificate identity that logged in; idle and absolute expiry are checked on every request.
+terminal_sessions = Table(
+    "terminal_sessions",
+    metadata,
+    Column("token_hash", LargeBinary(32), nullable=False),
+    Column("user_id", String(32), nullable=False),
+    Column("terminal", String(128), nullable=False),
+    Column("roles", String(512), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("last_seen_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("token_hash"),
+)
+
+# Dual control (二者確認) of 職権修正 / 職権消除 from a terminal: a request stays pending until another
+# operator holding correction_approve decides. ``changes_ct`` is the before/after, encrypted like
+# other personal data (record id ``correction-<id>``); the resident is named by the code's keyed hash.
+correction_requests = Table(
+    "correction_requests",
+    metadata,
+    Column("id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),  # correction | deletion
+    Column("code_hash", LargeBinary(32), nullable=False),
+    Column("changes_ct", LargeBinary, nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | applying | applied | rejected | failed
+    Column("requested_by", String(32), nullable=False),
+    Column("requested_at", Timestamp, nullable=False),
+    Column("decided_by", String(32), nullable=True),
+    Column("decided_at", Timestamp, nullable=True),
+    Column("result_code", String(64), nullable=True),
+    PrimaryKeyConstraint("id"),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

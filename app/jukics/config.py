@@ -281,6 +281,8 @@ class Config:
     peer_senders: Mapping[str, str] = field(default_factory=dict)
     peer_listener: PeerListenerConfig | None = None
     duties: Any = None  # jukics.auth.rbac.Duties (the [roles] table, or the default)
+    #: [exports] recipients: name -> age X25519 public keys an export is encrypted to (jukics.exports)
+    export_recipients: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -377,7 +379,7 @@ def _tpm_keystore_problems(keystore: Mapping[str, Any]) -> list[str]:
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(data)
     known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit", "tls",
-             "calendar", "tokurei", "peer_listener", "roles"}
+             "calendar", "tokurei", "peer_listener", "roles", "exports"}
     for name in data:
         if name not in known:
             r.problems.append(f"{name}: unknown section (known: {', '.join(sorted(known))})")
@@ -467,6 +469,12 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     except DutiesError as exc:
         r.problems.extend(exc.problems)
 
+    from jukics.exports import parse_recipients
+
+    recipients = parse_recipients(r.section("exports").get("recipients"), r.problems)
+    if set(r.section("exports")) - {"recipients"}:
+        r.problems.append("exports: unknown keys (known: recipients)")
+
     if r.problems:
         raise ConfigError(r.problems)
     assert listen is not None and metrics is not None and clients is not None  # for the type checker
@@ -494,6 +502,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         peer_senders=dict(senders),
         peer_listener=peer_listener,
         duties=duties,
+        export_recipients=recipients,
         source=source,
         raw=data,
     )

@@ -301,6 +301,8 @@ class Config:
     peer_listener: PeerListenerConfig | None = None
     terminal_listener: TerminalListenerConfig | None = None
     duties: Any = None  # jukics.auth.rbac.Duties (the [roles] table, or the default)
+    #: [exports] recipients: name -> age X25519 public keys an export is encrypted to (jukics.exports)
+    export_recipients: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -398,7 +400,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(data)
     known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit", "tls",
              "calendar", "tokurei", "peer_listener", "roles",
-             "terminal_listener"}
+             "terminal_listener", "exports"}
     for name in data:
         if name not in known:
             r.problems.append(f"{name}: unknown section (known: {', '.join(sorted(known))})")
@@ -491,6 +493,12 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     except DutiesError as exc:
         r.problems.extend(exc.problems)
 
+    from jukics.exports import parse_recipients
+
+    recipients = parse_recipients(r.section("exports").get("recipients"), r.problems)
+    if set(r.section("exports")) - {"recipients"}:
+        r.problems.append("exports: unknown keys (known: recipients)")
+
     if r.problems:
         raise ConfigError(r.problems)
     assert listen is not None and metrics is not None and clients is not None  # for the type checker
@@ -519,6 +527,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         peer_listener=peer_listener,
         terminal_listener=terminal_listener,
         duties=duties,
+        export_recipients=recipients,
         source=source,
         raw=data,
     )

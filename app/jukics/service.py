@@ -87,6 +87,22 @@ class Service:
         return OperatorStore(self.engine, self.store.cipher, self.audit,
                              issuer=f"jukics {self.config.municipality_code}", clock=self.clock)
 
+    @cached_property
+    def exports(self) -> Any:
+        from jukics.auth.rbac import load_duties
+        from jukics.exports import ExportService
+
+        return ExportService(self.engine, self.operators, self.config.duties or load_duties(None), self.audit,
+                             recipients=self.config.export_recipients, residents=self._export_residents,
+                             clock=self.clock)
+
+    def _export_residents(self, codes: Any) -> Any:
+        from jukics.domain.fields import F2_ITEMS
+
+        if codes is None:
+            return self.store.iter_current(F2_ITEMS)
+        return self.store.get_current_many(codes).values()
+
     def today(self) -> dt.date:
         return self.clock().astimezone(JST).date()
 

@@ -104,6 +104,15 @@ NON_PERSONAL_QUERY_KEYS: Final = frozenset(
         "missing_at_peer",
         "unknown_to_cs",
         "mismatched",
+        # exports (jukics.exports): names, the media id and the ciphertext hash, never the data
+        "recipient",
+        "media_id",
+        "witness",
+        "sha256",
+        "export_id",
+        # reports (jukics.auth.reports)
+        "seed",
+        "period",
     }
 )
 

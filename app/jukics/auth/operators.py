@@ -142,30 +142,43 @@ class OperatorStore:
 
     def login(self, user_id: str, password: str, code: str, *, terminal: str) -> LoginResult:
         now = self.clock()
-        result = self._login(user_id, password, code, now)
-        # who tried is recorded as given (truncated), also when no such operator exists
-        self.audit.append(AuditEvent(actor=user_id[:32] or "unknown", terminal=terminal[:128], action="operator.login",
-                                     purpose="login", outcome="ok" if result.ok else "refused",
-                                     code=result.code))
+        result, recorded = self._login(user_id, password, code, now, terminal)
+        if not recorded:  # refusals that wrote nothing else: the audit record on its own
+            self.audit.append(self._event(user_id, terminal, result))
         return result
 
-    def _login(self, user_id: str, password: str, code: str, now: dt.datetime) -> LoginResult:
+    @staticmethod
+    def _event(user_id: str, terminal: str, result: LoginResult) -> AuditEvent:
+        # who tried is recorded as given (truncated), also when no such operator exists
+        return AuditEvent(actor=user_id[:32] or "unknown", terminal=terminal[:128], action="operator.login",
+                          purpose="login", outcome="ok" if result.ok else "refused", code=result.code)
+
+    def _login(self, user_id: str, password: str, code: str, now: dt.datetime,
+               terminal: str) -> tuple[LoginResult, bool]:
+        """The result, and whether its audit record was written (in the same transaction as the state)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(operators).where(operators.c.user_id == user_id)).first()
         if row is None:
             cred.verify_password(password, _DUMMY_HASH)  # the same work as for a real account
-            return LoginResult(False, E_LOGIN_FAILED)
+            return LoginResult(False, E_LOGIN_FAILED), False
         if row.disabled_at is not None:
-            return LoginResult(False, E_ACCOUNT_DISABLED, user_id)
+            return LoginResult(False, E_ACCOUNT_DISABLED, user_id), False
         if dt.date.fromisoformat(row.account_expires_on) < now.astimezone(JST).date():
-            return LoginResult(False, E_ACCOUNT_EXPIRED, user_id)
+            return LoginResult(False, E_ACCOUNT_EXPIRED, user_id), False
         if row.locked_until is not None and parse_iso_utc(row.locked_until) > now:
-            return LoginResult(False, E_ACCOUNT_LOCKED, user_id)
+            return LoginResult(False, E_ACCOUNT_LOCKED, user_id), False
         password_ok = cred.verify_password(password, row.password_hash).ok
         secret = self.cipher.decrypt(f"operator-{user_id}", "totp", bytes(row.totp_secret_ct))
         totp = self.factor.verify(secret, code, last_counter=row.totp_last_step, now=now.timestamp())
         if not (password_ok and totp.ok):
-            return self._failed(user_id, now, E_TOTP_REPLAY if password_ok and totp.replay else E_LOGIN_FAILED)
+            return self._failed(user_id, now, E_TOTP_REPLAY if password_ok and totp.replay else E_LOGIN_FAILED,
+                                terminal), True
+        if parse_iso_utc(row.password_changed_at) + self.policy.password_max_age < now:
+            result = LoginResult(False, E_PASSWORD_EXPIRED, user_id)
+        else:
+            result = LoginResult(True, None, user_id, tuple(json.loads(row.roles)))
+        # one write transaction (one commit, one fsync) for the state and the audit record: the
+        # second commit was most of the non-KDF cost of a login (bench/login.py)
         with write_transaction(self.engine) as conn:
             # the step only moves forward: a second login with the same code finds nothing to update
             moved = conn.execute(update(operators).where(
@@ -173,13 +186,13 @@ class OperatorStore:
                 or_(operators.c.totp_last_step.is_(None), operators.c.totp_last_step < totp.step))
                 .values(totp_last_step=totp.step, failed_logins=0, locked_until=None,
                         last_login_at=iso_utc(now))).rowcount
+            if moved == 1:
+                self.audit.append(self._event(user_id, terminal, result), conn)
         if moved != 1:
-            return self._failed(user_id, now, E_TOTP_REPLAY)
-        if parse_iso_utc(row.password_changed_at) + self.policy.password_max_age < now:
-            return LoginResult(False, E_PASSWORD_EXPIRED, user_id)
-        return LoginResult(True, None, user_id, tuple(json.loads(row.roles)))
+            return self._failed(user_id, now, E_TOTP_REPLAY, terminal), True
+        return result, True
 
-    def _failed(self, user_id: str, now: dt.datetime, code: str) -> LoginResult:
+    def _failed(self, user_id: str, now: dt.datetime, code: str, terminal: str) -> LoginResult:
         with write_transaction(self.engine) as conn:
             failures = conn.execute(select(operators.c.failed_logins).where(
                 operators.c.user_id == user_id)).scalar_one() + 1
@@ -187,10 +200,12 @@ class OperatorStore:
             conn.execute(update(operators).where(operators.c.user_id == user_id).values(
                 failed_logins=0 if locked else failures,
                 locked_until=iso_utc(now + self.policy.lockout) if locked else None))
+            result = LoginResult(False, E_ACCOUNT_LOCKED if locked else code, user_id)
+            self.audit.append(self._event(user_id, terminal, result), conn)
             if locked:
                 self.audit.append(AuditEvent(actor=user_id, terminal="auth", action="operator.locked",
                                              purpose="login", outcome="refused", code=E_ACCOUNT_LOCKED), conn)
-        return LoginResult(False, E_ACCOUNT_LOCKED if locked else code, user_id)
+        return result
 
     def list(self) -> list[dict[str, object]]:
         """For `jukics operator list` and the access review: no secrets, no hashes."""

@@ -1,7 +1,8 @@
 """`jukics operator ...`: operator accounts, every change audited.
 
   operator add ID --department D --role R [--role R...] --expires YYYY-MM-DD --actor ADMIN
-               the password from stdin (first line) or asked for; prints the TOTP enrollment URI once
+               the password from stdin (first line) or asked for; prints the TOTP enrollment URI and QR code
+               once ([--qr-png PATH]: also as PNG, mode 0600)
   operator disable ID --actor ADMIN
   operator reset-totp ID --actor ADMIN      a new TOTP secret (lost device); prints the URI once
   operator grant|revoke ID --role R [--role R...] --actor ADMIN
@@ -16,6 +17,7 @@ import argparse
 import datetime as dt
 import getpass
 import json
+import os
 import sys
 from typing import Any
 
@@ -35,9 +37,34 @@ def _refused(exc: Exception) -> int:
     return 2
 
 
-def _enrolled(enrollment: Any) -> None:
+def qr_code(uri: str) -> Any:
+    import segno
+
+    return segno.make(uri, error="m", micro=False)
+
+
+def write_qr_png(uri: str, path: str) -> None:
+    """The QR code as PNG, mode 0600 from creation (it carries the TOTP secret), never over a file."""
+    import io
+
+    buf = io.BytesIO()
+    qr_code(uri).save(buf, kind="png", scale=8, border=4)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def _enrolled(enrollment: Any, args: argparse.Namespace) -> None:
     print(json.dumps({"user_id": enrollment.user_id, "provisioning_uri": enrollment.provisioning_uri}))
-    print("operator: scan the URI into the authenticator now; it is not shown again", file=sys.stderr)
+    # the QR code on stderr: on the terminal with the URI, but out of a piped stdout (JSON)
+    qr_code(enrollment.provisioning_uri).terminal(out=sys.stderr, compact=True)
+    if getattr(args, "qr_png", None):
+        try:
+            write_qr_png(enrollment.provisioning_uri, args.qr_png)
+        except OSError as exc:
+            print(f"operator: the QR PNG was not written ({exc.strerror}); use the URI above", file=sys.stderr)
+    print("operator: scan the QR code (or the URI) into the authenticator now; it is not shown again",
+          file=sys.stderr)
 
 
 def cmd_add(config: Config, args: argparse.Namespace) -> int:
@@ -54,7 +81,7 @@ def cmd_add(config: Config, args: argparse.Namespace) -> int:
     except ValueError:
         print("operator: E_USAGE: --expires is a date YYYY-MM-DD", file=sys.stderr)
         return 2
-    _enrolled(enrollment)
+    _enrolled(enrollment, args)
     return 0
 
 
@@ -68,7 +95,7 @@ def cmd_reset_totp(config: Config, args: argparse.Namespace) -> int:
     from jukics.auth.operators import OperatorError
 
     try:
-        _enrolled(_store(config).reset_totp(args.user_id, actor=args.actor))
+        _enrolled(_store(config).reset_totp(args.user_id, actor=args.actor), args)
     except OperatorError as exc:
         return _refused(exc)
     return 0
@@ -111,8 +138,10 @@ def register(sub: Any) -> None:
     p.add_argument("--department", required=True)
     p.add_argument("--role", action="append", default=[], help="a role of the duties table (repeatable)")
     p.add_argument("--expires", required=True, help="the account lapses after this day (YYYY-MM-DD)")
+    p.add_argument("--qr-png", metavar="PATH", help="also write the enrollment QR code as PNG (mode 0600)")
     add("disable", cmd_disable, "disable an operator (kept for the audit trail, never deleted)")
-    add("reset-totp", cmd_reset_totp, "a new TOTP secret for an operator (old codes stop working)")
+    p = add("reset-totp", cmd_reset_totp, "a new TOTP secret for an operator (old codes stop working)")
+    p.add_argument("--qr-png", metavar="PATH", help="also write the enrollment QR code as PNG (mode 0600)")
     for name in ("grant", "revoke"):
         p = add(name, cmd_roles, f"{name} roles")
         p.add_argument("--role", action="append", required=True)

@@ -358,6 +358,24 @@ correction_requests = Table(
     PrimaryKeyConstraint("id"),
 )
 
+# Exports to media (jukics.exports): what was written, its ciphertext hash, who asked, who witnessed.
+exports = Table(
+    "exports",
+    metadata,
+    Column("export_id", RowId, nullable=False, autoincrement=True),
+    Column("dataset", String(32), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("media_id", String(64), nullable=False),
+    Column("recipient", String(64), nullable=False),
+    Column("requester", String(32), nullable=False),
+    Column("witness", String(32), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("export_id"),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from jukics import metrics
 from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.auth import credentials as cred
 from jukics.store.clock import JST, Clock, iso_utc, parse_iso_utc, utc_now
@@ -143,6 +144,7 @@ class OperatorStore:
     def login(self, user_id: str, password: str, code: str, *, terminal: str) -> LoginResult:
         now = self.clock()
         result = self._login(user_id, password, code, now)
+        metrics.LOGINS.labels("ok" if result.ok else metrics.code_label(result.code)).inc()
         # who tried is recorded as given (truncated), also when no such operator exists
         self.audit.append(AuditEvent(actor=user_id[:32] or "unknown", terminal=terminal[:128], action="operator.login",
                                      purpose="login", outcome="ok" if result.ok else "refused",
@@ -190,6 +192,8 @@ class OperatorStore:
             if locked:
                 self.audit.append(AuditEvent(actor=user_id, terminal="auth", action="operator.locked",
                                              purpose="login", outcome="refused", code=E_ACCOUNT_LOCKED), conn)
+        if locked:  # counted once committed
+            metrics.LOCKOUTS.inc()
         return LoginResult(False, E_ACCOUNT_LOCKED if locked else code, user_id)
 
     def list(self) -> list[dict[str, object]]:

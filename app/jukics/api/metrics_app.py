@@ -268,12 +268,16 @@ def build_registry(config: Any, *, service: Any = None, root: Path | None = None
     from jukics.certs.metrics import CertCollector, config_stores
     from jukics.links.metrics import LinkCollector
     from jukics.service import Service
+    from jukics.store.link_state import LinkState
 
     svc = service or Service(config)
     registry = CollectorRegistry()
     if root is not None:
         registry.register(MultiProcessSum(root))  # type: ignore[arg-type]
-    registry.register(LinkCollector(svc.link_state.status))  # type: ignore[arg-type]
+    # The listener reads counts, never personal data: it needs no key (so a TPM that is down makes
+    # jukics_tpm_up 0 instead of failing the whole scrape). LinkState.status reads the database only.
+    links = LinkState(svc.engine, None, svc.clock)  # type: ignore[arg-type]
+    registry.register(LinkCollector(links.status))  # type: ignore[arg-type]
     registry.register(AuditChainCollector(svc.engine))  # type: ignore[arg-type]
     stores = config_stores(config)
     registry.register(CertCollector(lambda: stores))  # type: ignore[arg-type]

@@ -318,3 +318,13 @@ def test_counters_of_every_process_directory_are_summed(tmp_path):
     assert got[("jukics_intake_items_total", (("result", "applied"),))] == 12
     assert got[("jukics_intake_refusals_total", (("code", "E_OUT_OF_ORDER"),))] == 3
     assert len(list((root / "intake").glob("*.db"))) == 2  # one file per process
+
+
+def test_the_scrape_needs_no_key(service, monkeypatch):
+    """A key store that cannot open (a TPM that is down) fails no scrape: only counts are read."""
+    def no_key(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the key store must not be opened by a scrape")
+
+    monkeypatch.setattr(type(service), "keystore", property(no_key))
+    status, _, body = wsgi_get(build_metrics_app(service.config, service=service, root=None))
+    assert status == "200 OK" and b"jukics_link_pending_messages" in body and b"jukics_audit_chain_ok 1.0" in body

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jukics import metrics
 from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.domain.errors import DomainError
 from jukics.domain.validate import (
@@ -94,6 +95,9 @@ class Intake:
         self.terminal = terminal
 
     def refuse_request(self, *, client: str | None, code: str) -> None:
+        metrics.INTAKE_REQUEST_REFUSALS.labels(metrics.code_label(code)).inc()
+        if code == "E_CLIENT_NOT_ALLOWED":  # a verified certificate that is not an allowed client
+            metrics.TLS_AUTH_FAILURES.labels(self.terminal, metrics.peer_label(client)).inc()
         self.audit.append(
             AuditEvent(actor=client or "(unauthenticated)", terminal=self.terminal, action="intake.batch",
                        purpose="F1", outcome="refused", code=code)
@@ -199,5 +203,20 @@ class Intake:
                 results[index] = out
         ordered = [results[i] for i in range(len(items))]
         counts = {s: sum(1 for r in ordered if r["status"] == s) for s in ("applied", "duplicate", "refused", "error")}
+        _count(ordered, counts)
         return {"results": ordered, **counts}
 
+
+
+def _count(results: Sequence[Mapping[str, Any]], counts: Mapping[str, int]) -> None:
+    """The process counters (jukics.metrics): items by result, refusals by code. Codes only, no data."""
+    for status, n in counts.items():
+        if n:
+            metrics.INTAKE_ITEMS.labels(status).inc(n)
+    by_code: dict[str, int] = {}
+    for r in results:
+        if r["status"] == "refused":
+            code = metrics.code_label(r.get("code"))
+            by_code[code] = by_code.get(code, 0) + 1
+    for code, n in by_code.items():
+        metrics.INTAKE_REFUSALS.labels(code).inc(n)

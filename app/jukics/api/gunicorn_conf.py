@@ -1,6 +1,11 @@
 """gunicorn configuration for the jukics service (`gunicorn -c python:jukics.api.gunicorn_conf`).
 
 Everything comes from the jukics TOML named by $JUKICS_CONFIG, so there is one source of truth.
+Metrics (prometheus-client multiprocess mode): with $JUKICS_METRICS_DIR set, every listener's
+workers write their counters to ``$JUKICS_METRICS_DIR/<listener>`` (an explicit
+$PROMETHEUS_MULTIPROC_DIR wins); the directory is emptied when gunicorn starts and a dead worker's
+files are marked dead, and the metrics listener sums every subdirectory (jukics.api.metrics_app).
+
 $JUKICS_LISTENER picks the listener: ``intake`` (default; 既存住基 and the 庁内 side), ``peer``
 (the peer-facing listener of ``[peer_listener]``: 住基ネット side, its own port, certificate and
 trust bundle, its own process tree and unit) or ``terminal`` (the counter terminals of
@@ -19,6 +24,10 @@ from jukics.config import load_config
 
 _config = load_config(os.environ.get("JUKICS_CONFIG", "/etc/jukics/jukics.toml"))
 LISTENER = os.environ.get("JUKICS_LISTENER", "intake")
+# Before any worker imports prometheus_client (it picks multiprocess mode at import); the workers
+# inherit the environment. Nothing here imports prometheus_client in the arbiter.
+if os.environ.get("JUKICS_METRICS_DIR") and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(os.environ["JUKICS_METRICS_DIR"], LISTENER)
 if LISTENER == "peer":
     if _config.peer_listener is None:
         raise SystemExit("jukics: JUKICS_LISTENER=peer but the configuration has no [peer_listener] listen")
@@ -107,3 +116,22 @@ def post_worker_init(worker: Any) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def on_starting(server: Any) -> None:
+    # Files of an earlier run of this listener would be summed for ever: start empty. Only this
+    # listener's own directory: the other listeners and the link worker keep their counts.
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    os.makedirs(path, mode=0o750, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(path, name))
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

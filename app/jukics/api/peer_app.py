@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from jukics import metrics
 from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.links import protocol as p
 from jukics.links.tokurei import LINK as TOKUREI_LINK
@@ -58,6 +59,7 @@ class PeerApp:
         sender = next((self.senders[n] for n in names if n in self.senders), None)
         who = names[0] if names else ""
         if sender is None:
+            metrics.TLS_AUTH_FAILURES.labels("peer", metrics.peer_label(who)).inc()
             return self._refuse(403, p.E_UNKNOWN_SENDER, "this peer may not deliver here", who)
         if environ.get("REQUEST_METHOD") != "POST":
             return 405, {"code": p.E_PROTOCOL, "message": "POST only"}
@@ -70,6 +72,7 @@ class PeerApp:
         except p.ProtocolError as exc:
             return self._refuse(400, exc.code, exc.message, sender)
         if envelopes[0].sender != sender:
+            metrics.TLS_AUTH_FAILURES.labels("peer", metrics.peer_label(who)).inc()
             return self._refuse(403, p.E_SENDER_MISMATCH, "the envelope's sender is not the certificate's", sender)
         return 200, {"results": [r.as_dict() for r in self.receive(sender, envelopes)]}
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from jukics import metrics
 from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.auth import credentials as cred
 from jukics.store.clock import JST, Clock, iso_utc, parse_iso_utc, utc_now
@@ -145,6 +146,7 @@ class OperatorStore:
         result, recorded = self._login(user_id, password, code, now, terminal)
         if not recorded:  # refusals that wrote nothing else: the audit record on its own
             self.audit.append(self._event(user_id, terminal, result))
+        metrics.LOGINS.labels("ok" if result.ok else metrics.code_label(result.code)).inc()
         return result
 
     @staticmethod
@@ -205,6 +207,8 @@ class OperatorStore:
             if locked:
                 self.audit.append(AuditEvent(actor=user_id, terminal="auth", action="operator.locked",
                                              purpose="login", outcome="refused", code=E_ACCOUNT_LOCKED), conn)
+        if locked:  # counted once committed
+            metrics.LOCKOUTS.inc()
         return result
 
     def list(self) -> list[dict[str, object]]:

@@ -53,29 +53,13 @@ def write_metrics(config: Config) -> None:
     """node_exporter textfile: per identity, not_after / not_before and the last swap's result."""
     if config.tls is None or config.tls.metrics_file is None:
         return
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client import CollectorRegistry, write_to_textfile
 
+    from jukics.certs.metrics import CertCollector
+
+    stores = [(name, _store(config, name)[0]) for name in config.tls.identities]
     registry = CollectorRegistry()
-    not_after = Gauge("jukics_cert_not_after_timestamp_seconds", "Current certificate's notAfter",
-                      ["identity"], registry=registry)
-    not_before = Gauge("jukics_cert_not_before_timestamp_seconds", "Current certificate's notBefore",
-                       ["identity"], registry=registry)
-    result = Gauge("jukics_cert_swap_last_result", "1 if the last activate/rollback succeeded, else 0",
-                   ["identity"], registry=registry)
-    when = Gauge("jukics_cert_swap_last_timestamp_seconds", "Time of the last activate/rollback",
-                 ["identity"], registry=registry)
-    import datetime as dt
-
-    for name in config.tls.identities:
-        store, _ = _store(config, name)
-        current = store.describe("current")
-        if current:
-            not_after.labels(name).set(dt.datetime.fromisoformat(current["not_after"]).timestamp())
-            not_before.labels(name).set(dt.datetime.fromisoformat(current["not_before"]).timestamp())
-        swap = store.last_swap()
-        if swap:
-            result.labels(name).set(1 if swap.get("last_swap_ok") else 0)
-            when.labels(name).set(dt.datetime.fromisoformat(swap["last_swap_at"]).timestamp())
+    registry.register(CertCollector(lambda: stores))  # type: ignore[arg-type]
     config.tls.metrics_file.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(config.tls.metrics_file), registry)
 

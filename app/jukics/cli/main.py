@@ -310,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     export.register(sub)
 
+    from jukics.cli import metrics
+
+    metrics.register(sub)
+
     ks = sub.add_parser("keystore", help="key store (TPM) commands", description="key store (TPM) commands")
     ks_sub = ks.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     p = add("provision", cmd_keystore_provision,

@@ -142,6 +142,13 @@ def test_csr_stage_activate_rollback(env, capsys):
     metrics = (tmp / "metrics/jukics_certs.prom").read_text()
     assert 'jukics_cert_not_after_timestamp_seconds{identity="intake"}' in metrics
     assert 'jukics_cert_swap_last_result{identity="intake"} 1.0' in metrics
+    # the metrics listener reads the same files at scrape time: the same series, the same values
+    capsys.readouterr()
+    assert run("metrics", "show") == 0
+    served = capsys.readouterr().out
+    for line in metrics.splitlines():
+        if line.startswith("jukics_cert_"):
+            assert line in served, line
 
     db = sqlite3.connect(tmp / "jukics.db")
     actions = [r[0] for r in db.execute("SELECT action FROM audit_log WHERE action LIKE 'cert.%' ORDER BY seq")]

@@ -194,9 +194,7 @@ def table_digests(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, s
         order = ", ".join(f'"{c}"' for c in pk)
         cur = conn.execute(f'SELECT * FROM "{name}" ORDER BY {order}')  # noqa: S608 - names from sqlite_master
         while rows := cur.fetchmany(10000):
-            for row in rows:
-                h.update(repr(row).encode())
-                h.update(b"\n")
+            h.update(repr(rows).encode())  # one update per batch of rows (fewer calls)
             n += len(rows)
         counts[name], digests[name] = n, h.hexdigest()
     return counts, digests

@@ -400,10 +400,19 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(data)
     known = {"cs", "database", "keystore", "intake", "server", "metrics", "validation", "links", "audit", "tls",
              "calendar", "tokurei", "peer_listener", "roles",
-             "terminal_listener", "exports"}
+             "terminal_listener", "exports", "backup"}
     for name in data:
         if name not in known:
             r.problems.append(f"{name}: unknown section (known: {', '.join(sorted(known))})")
+
+    if "backup" in data:
+        # [backup] is read by jukics.backup.archive.BackupSettings; validated here so `config check` sees it
+        from jukics.backup.archive import BackupError, BackupSettings
+
+        try:
+            BackupSettings.from_config(data)
+        except BackupError as exc:
+            r.problems.append(exc.message)
 
     code = r.get("cs", "municipality_code", str)
     if code is not None and not _check_municipality_code(code):

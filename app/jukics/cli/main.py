@@ -118,11 +118,27 @@ def cmd_health(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
+    import time
+
+    from jukics.backup.archive import previous_value, write_textfile
     from jukics.service import run_purge
 
-    report = run_purge(config, dry_run=args.dry_run)
+    metrics_dir = args.metrics_dir and Path(args.metrics_dir)
+    try:
+        report = run_purge(config, dry_run=args.dry_run)
+    except Exception:
+        last_ok = previous_value(metrics_dir, "jukics_purge", "jukics_purge_last_success_timestamp_seconds")
+        write_textfile(metrics_dir, "jukics_purge", _purge_gauges(last_ok, 0))
+        raise
+    if not args.dry_run:
+        write_textfile(metrics_dir, "jukics_purge", _purge_gauges(time.time(), 1))
     _print_json(report)
     return EXIT_OK
+
+
+def _purge_gauges(last_ok: float, result: int) -> dict[str, tuple[str, float]]:
+    return {"jukics_purge_last_success_timestamp_seconds": ("Unix time of the last successful purge run", last_ok),
+            "jukics_purge_last_result": ("1 when the last purge run succeeded, 0 when it failed", result)}
 
 
 def cmd_audit_verify(config: Config, args: argparse.Namespace) -> int:
@@ -267,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("health", cmd_health, "check the database and the TLS listeners (intake, peer-facing); exit 1 when unhealthy")
     p = add("purge", cmd_purge, "purge history and 消除者 records past the retention period (150 years)")
     p.add_argument("--dry-run", action="store_true", help="report what would be purged, change nothing")
+    p.add_argument("--metrics-dir", metavar="DIR",
+                   help="write jukics_purge.prom (node_exporter textfile) into DIR after the run")
 
     audit = sub.add_parser("audit", help="audit log commands", description="audit log commands")
     audit_sub = audit.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
@@ -313,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     from jukics.cli import metrics
 
     metrics.register(sub)
+
+    from jukics.cli import backup
+
+    backup.register(sub)
 
     ks = sub.add_parser("keystore", help="key store (TPM) commands", description="key store (TPM) commands")
     ks_sub = ks.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")

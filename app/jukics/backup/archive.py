@@ -1,0 +1,463 @@
+"""Encrypted, verified backups of the SQLite store, and restores that refuse anything doubtful.
+
+An archive is an age file (age-encryption.org/v1) to two X25519 recipients: the appliance's own
+identity (its secret is kept only sealed by the key store, i.e. the TPM) and the offline escrow
+public key from ``[backup] escrow_recipient``. Inside, an uncompressed tar of:
+
+- ``db.sqlite``: an online snapshot (SQLite backup API) with the 送付先情報 payloads erased
+  (「送付先情報ファイルのバックアップは取得しない」, zeroed with ``secure_delete``), integrity-checked;
+- ``manifest.json``: municipality_code, created_at, schema revision, per-table row counts and
+  record digests, audit head hash, sha256 of ``db.sqlite``;
+- ``manifest.mac``: HMAC-SHA256 of the manifest under a key derived from the key store's audit key,
+  so a manifest rewritten by someone who only holds the (public) recipients is refused.
+
+A restore decrypts into a scratch directory next to the live database, checks everything, re-runs
+the retention purge and the 送付先 deletion on the copy (no resurrection of purged records), and only
+then replaces the live file. Any failure leaves the live database untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+import pyrage
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from jukics.keystore import KeyStore
+
+AGE_MAGIC: Final = b"age-encryption.org/v1\n"
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+SEALED_MAGIC: Final = b"JUKICS-SEALED-AGE-IDENTITY v1\n"
+LABEL_IDENTITY: Final = b"jukics backup-identity v1"
+LABEL_MANIFEST: Final = b"jukics backup-manifest v1"
+NAME_RE: Final = re.compile(r"^jukics-(\d{6})-(\d{8}T\d{6}Z)\.age$")
+#: tables never in a backup's digests (the 送付先 payloads are erased from the snapshot)
+SOFUSAKI_SQL: Final = "UPDATE card_messages SET payload_ct = NULL WHERE type = 'sofusaki'"
+
+ERROR_CODES: Final[dict[str, str]] = {
+    "E_BACKUP_CONFIG": "the [backup] configuration is missing or invalid",
+    "E_BACKUP_NOT_FOUND": "no such backup in the backup directory",
+    "E_BACKUP_CORRUPT": "the backup is truncated or corrupted (not a complete age archive of a jukics backup)",
+    "E_BACKUP_WRONG_KEY": "the backup cannot be decrypted with the given identity",
+    "E_BACKUP_MANIFEST": "the manifest is missing, tampered with, or does not match the database",
+    "E_BACKUP_MUNICIPALITY": "the backup belongs to another municipality",
+    "E_BACKUP_INTEGRITY": "the database in the backup fails the SQLite integrity check",
+    "E_BACKUP_UNSUPPORTED": "backups of this database kind are not supported",
+    "E_BACKUP_IDENTITY": "the sealed backup identity is missing or cannot be unsealed",
+}
+
+
+class BackupError(Exception):
+    """A backup or restore refused. ``code`` is stable (E_BACKUP_*); the message names no personal data."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    directory: Path
+    generations: int
+    escrow_recipient: str
+    identity_file: Path
+    metrics_dir: Path | None
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any]) -> BackupSettings:
+        """Read and validate ``[backup]`` of the parsed TOML. Unknown keys fail closed (litestream#790)."""
+        sec = raw.get("backup")
+        if not isinstance(sec, Mapping):
+            raise BackupError("E_BACKUP_CONFIG", "no [backup] section in the configuration")
+        known = {"dir", "generations", "escrow_recipient", "identity_file", "metrics_dir"}
+        unknown = sorted(set(sec) - known)
+        if unknown:
+            raise BackupError("E_BACKUP_CONFIG", f"backup: unknown keys {unknown}")
+        directory = sec.get("dir")
+        if not isinstance(directory, str) or not directory.startswith("/"):
+            raise BackupError("E_BACKUP_CONFIG", "backup.dir must be an absolute path")
+        generations = sec.get("generations", 7)
+        if not isinstance(generations, int) or isinstance(generations, bool) or not 1 <= generations <= 365:
+            raise BackupError("E_BACKUP_CONFIG", "backup.generations must be an integer from 1 to 365")
+        escrow = sec.get("escrow_recipient")
+        try:
+            pyrage.x25519.Recipient.from_str(str(escrow))
+        except Exception:
+            raise BackupError("E_BACKUP_CONFIG", "backup.escrow_recipient must be an age X25519 public key "
+                              "(age1...)") from None
+        identity = sec.get("identity_file", str(Path(directory) / "identity.sealed"))
+        metrics = sec.get("metrics_dir")
+        if not isinstance(identity, str) or not identity.startswith("/"):
+            raise BackupError("E_BACKUP_CONFIG", "backup.identity_file must be an absolute path")
+        if metrics is not None and (not isinstance(metrics, str) or not metrics.startswith("/")):
+            raise BackupError("E_BACKUP_CONFIG", "backup.metrics_dir must be an absolute path")
+        return cls(Path(directory), generations, str(escrow), Path(identity), Path(metrics) if metrics else None)
+
+
+def _subkey(base: bytes, label: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(base)
+
+
+# --- the appliance identity, sealed by the key store ---------------------------------------------
+
+def provision_identity(path: Path, keystore: KeyStore) -> bool:
+    """Create the sealed age identity if missing (never replaced). True when one was created."""
+    if path.exists():
+        unseal_identity(path, keystore)  # an unusable existing file is an error, not a reason to replace
+        return False
+    identity = pyrage.x25519.Identity.generate()
+    nonce = os.urandom(12)
+    ct = AESGCM(_subkey(keystore.data_key(), LABEL_IDENTITY)).encrypt(nonce, str(identity).encode(), SEALED_MAGIC)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, SEALED_MAGIC + nonce + ct)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def unseal_identity(path: Path, keystore: KeyStore) -> pyrage.x25519.Identity:
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        raise BackupError("E_BACKUP_IDENTITY", f"{path}: no sealed identity (run `jukics backup provision`)") from None
+    if not blob.startswith(SEALED_MAGIC):
+        raise BackupError("E_BACKUP_IDENTITY", f"{path}: not a sealed jukics backup identity")
+    body = blob[len(SEALED_MAGIC):]
+    try:
+        secret = AESGCM(_subkey(keystore.data_key(), LABEL_IDENTITY)).decrypt(body[:12], body[12:], SEALED_MAGIC)
+        return pyrage.x25519.Identity.from_str(secret.decode())
+    except Exception:
+        raise BackupError("E_BACKUP_IDENTITY", f"{path}: cannot be unsealed by this key store") from None
+
+
+def load_identity_file(path: Path) -> list[pyrage.x25519.Identity]:
+    """An age identity file (as `age-keygen` writes it): AGE-SECRET-KEY-1... lines."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise BackupError("E_BACKUP_WRONG_KEY", f"{path}: cannot read ({exc.__class__.__name__})") from None
+    ids = []
+    for line in lines:
+        line = line.strip()
+        if line.startswith("AGE-SECRET-KEY-"):
+            try:
+                ids.append(pyrage.x25519.Identity.from_str(line))
+            except Exception:
+                raise BackupError("E_BACKUP_WRONG_KEY", f"{path}: not an age identity file") from None
+    if not ids:
+        raise BackupError("E_BACKUP_WRONG_KEY", f"{path}: no AGE-SECRET-KEY line")
+    return ids
+
+
+# --- manifest ------------------------------------------------------------------------------------
+
+def _sqlite_path(url: str) -> Path:
+    if not url.startswith("sqlite:///"):
+        raise BackupError("E_BACKUP_UNSUPPORTED", "only SQLite databases are backed up by this version "
+                          "(PostgreSQL: not implemented)")
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def _tables(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+
+
+def table_digests(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, str]]:
+    """Row count and a SHA-256 over every row (in primary-key order, values as repr) per table."""
+    counts, digests = {}, {}
+    for name in _tables(conn):
+        h = hashlib.sha256()
+        n = 0
+        info = list(conn.execute(f'PRAGMA table_info("{name}")'))
+        pk = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]] or [r[1] for r in info]
+        order = ", ".join(f'"{c}"' for c in pk)
+        cur = conn.execute(f'SELECT * FROM "{name}" ORDER BY {order}')  # noqa: S608 - names from sqlite_master
+        while rows := cur.fetchmany(10000):
+            h.update(repr(rows).encode())  # one update per batch of rows (fewer calls)
+            n += len(rows)
+        counts[name], digests[name] = n, h.hexdigest()
+    return counts, digests
+
+
+def _integrity(conn: sqlite3.Connection) -> None:
+    result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+    if result != ["ok"]:
+        raise BackupError("E_BACKUP_INTEGRITY", f"integrity_check: {len(result)} problem(s)")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest_mac(manifest_bytes: bytes, keystore: KeyStore) -> str:
+    return hmac.new(_subkey(keystore.audit_hmac_key(), LABEL_MANIFEST), manifest_bytes, hashlib.sha256).hexdigest()
+
+
+# --- create / list / retention -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    size_bytes: int
+    manifest: dict[str, Any]
+    removed: tuple[str, ...]
+
+
+def list_backups(settings: BackupSettings) -> list[Path]:
+    """Backups in the directory, oldest first (names carry the UTC time)."""
+    if not settings.directory.is_dir():
+        return []
+    return sorted(p for p in settings.directory.iterdir() if NAME_RE.match(p.name))
+
+
+def create_backup(database_url: str, municipality_code: str, settings: BackupSettings, keystore: KeyStore,
+                  *, now: dt.datetime | None = None) -> BackupResult:
+    src_path = _sqlite_path(database_url)
+    now = now or dt.datetime.now(dt.UTC)
+    own = unseal_identity(settings.identity_file, keystore).to_public()
+    recipients = [own, pyrage.x25519.Recipient.from_str(settings.escrow_recipient)]
+    settings.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    final = settings.directory / f"jukics-{municipality_code}-{stamp}.age"
+    with tempfile.TemporaryDirectory(dir=settings.directory, prefix=".work-") as work:
+        snap = Path(work) / "db.sqlite"
+        src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
+        dst = sqlite3.connect(snap)
+        try:
+            src.backup(dst)  # online and consistent even while the service writes
+        finally:
+            src.close()
+        try:
+            dst.execute("PRAGMA journal_mode = DELETE")
+            dst.execute("PRAGMA secure_delete = ON")  # the erased 送付先 bytes are zeroed, not left in free pages
+            dst.execute(SOFUSAKI_SQL)
+            dst.commit()
+            _integrity(dst)
+            counts, digests = table_digests(dst)
+            revision = dst.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+            head = dst.execute("SELECT seq, hash FROM audit_head").fetchone() if "audit_head" in counts else None
+        finally:
+            dst.close()
+        manifest = {
+            "format": "jukics-backup v1", "municipality_code": municipality_code,
+            "created_at": now.isoformat(), "schema_revision": revision,
+            "row_counts": counts, "record_digests": digests,
+            "audit_head": {"seq": head[0], "hash": bytes(head[1]).hex() if head[1] is not None else None}
+            if head else None,
+            "payload_sha256": _file_sha256(snap), "sofusaki_included": False,
+        }
+        mbytes = json.dumps(manifest, sort_keys=True, ensure_ascii=False).encode()
+        tar_path = Path(work) / "backup.tar"
+        with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in (("manifest.json", mbytes), ("manifest.mac", manifest_mac(mbytes, keystore).encode())):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), int(now.timestamp()), 0o600
+                tar.addfile(info, io.BytesIO(data))
+            tar.add(snap, arcname="db.sqlite")
+        tmp_out = Path(work) / "out.age"
+        pyrage.encrypt_file(str(tar_path), str(tmp_out), recipients)
+        os.chmod(tmp_out, 0o600)
+        os.replace(tmp_out, final)
+    removed = apply_retention(settings)
+    return BackupResult(final, final.stat().st_size, manifest, removed)
+
+
+def apply_retention(settings: BackupSettings) -> tuple[str, ...]:
+    """Keep the newest ``generations`` backups; delete the rest."""
+    backups = list_backups(settings)
+    old = backups[: max(0, len(backups) - settings.generations)]
+    for p in old:
+        p.unlink()
+    return tuple(p.name for p in old)
+
+
+# --- open / verify / restore ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Opened:
+    db_path: Path
+    manifest: dict[str, Any]
+
+
+def looks_encrypted(path: Path, probes: tuple[bytes, ...] = ()) -> bool:
+    """The file starts with the age header and holds no SQLite header and none of ``probes``."""
+    data = path.read_bytes()
+    return data.startswith(AGE_MAGIC) and SQLITE_MAGIC not in data and not any(p in data for p in probes)
+
+
+def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipality_code: str,
+                keystore: KeyStore) -> Opened:
+    """Decrypt into ``workdir`` and check everything; raise BackupError on the first problem."""
+    try:
+        head = path.open("rb").read(len(AGE_MAGIC))
+    except OSError:
+        raise BackupError("E_BACKUP_NOT_FOUND", f"{path.name}: cannot be read") from None
+    if head != AGE_MAGIC:
+        raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: not an age archive")
+    tar_path = workdir / "backup.tar"
+    try:
+        pyrage.decrypt_file(str(path), str(tar_path), identities)
+    except Exception as exc:  # pyrage raises DecryptError or a bare OSError (truncated stream)
+        text = str(exc).lower()
+        if "no matching keys" in text or "no identity matched" in text:
+            raise BackupError("E_BACKUP_WRONG_KEY", f"{path.name}: none of the given identities can decrypt it") \
+                from None
+        raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: decryption failed (truncated or corrupted)") from None
+    try:
+        with tarfile.open(tar_path, "r:") as tar:
+            members = {m.name: m for m in tar.getmembers()}
+            if set(members) != {"manifest.json", "manifest.mac", "db.sqlite"} or not all(
+                    m.isfile() for m in members.values()):
+                raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: unexpected archive contents")
+            mbytes = tar.extractfile(members["manifest.json"]).read()  # type: ignore[union-attr]
+            mac = tar.extractfile(members["manifest.mac"]).read().decode()  # type: ignore[union-attr]
+            with tar.extractfile(members["db.sqlite"]) as src, (workdir / "db.sqlite").open("wb") as out:  # type: ignore[union-attr]
+                shutil.copyfileobj(src, out, 1 << 20)
+    except (tarfile.TarError, OSError, UnicodeDecodeError):
+        raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: the archive inside is damaged") from None
+    finally:
+        tar_path.unlink(missing_ok=True)
+    if not hmac.compare_digest(mac, manifest_mac(mbytes, keystore)):
+        raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the manifest MAC does not verify (tampered, or "
+                          "made by another key store)")
+    manifest = json.loads(mbytes)
+    if manifest.get("municipality_code") != municipality_code:
+        raise BackupError("E_BACKUP_MUNICIPALITY", f"{path.name}: made for municipality "
+                          f"{manifest.get('municipality_code')}, this CS serves {municipality_code}")
+    db_path = workdir / "db.sqlite"
+    if _file_sha256(db_path) != manifest.get("payload_sha256"):
+        raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the database does not match the manifest hash")
+    conn = sqlite3.connect(db_path)
+    try:
+        _integrity(conn)
+        counts, digests = table_digests(conn)
+        sofusaki = conn.execute("SELECT count(*) FROM card_messages WHERE type = 'sofusaki' "
+                                "AND payload_ct IS NOT NULL").fetchone()[0]
+    finally:
+        conn.close()
+    if counts != manifest.get("row_counts") or digests != manifest.get("record_digests"):
+        raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: row counts or record digests differ from the manifest")
+    if sofusaki:
+        raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: holds 送付先情報 payloads (never backed up)")
+    return Opened(db_path, manifest)
+
+
+def verify_audit_copy(db_path: Path) -> tuple[bool, str]:
+    from sqlalchemy import create_engine
+
+    from jukics.audit.chain import verify
+
+    engine = create_engine(f"sqlite:///{db_path}")
+    try:
+        report = verify(engine)
+    finally:
+        engine.dispose()
+    return report.ok, report.summary
+
+
+def restore_backup(path: Path, identities: list[Any], config: Any, keystore: KeyStore, *,
+                   actor: str = "jukics-restore", clock: Any = None) -> dict[str, Any]:
+    """Restore ``path`` over the live database of ``config`` (the service must be stopped)."""
+    from jukics.audit.chain import AuditEvent
+    from jukics.service import Service
+    from jukics.store.retention import purge
+
+    live = _sqlite_path(config.database_url)
+    live.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=live.parent, prefix=".restore-") as work:
+        opened = open_backup(path, identities, Path(work), municipality_code=config.municipality_code,
+                             keystore=keystore)
+        ok, summary = verify_audit_copy(opened.db_path)
+        if not ok:
+            raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the audit chain in the backup is broken ({summary})")
+        scratch = replace(config, database_url=f"sqlite:///{opened.db_path}")
+        svc = Service(scratch, clock=clock) if clock else Service(scratch)
+        try:
+            # No resurrection: purges and 送付先 deletions due since the backup are re-applied to the copy
+            # before it becomes live (every deletion kind the CS has is due by date, so re-running is exact).
+            purged = purge(svc.engine, svc.clock, audit=svc.audit, actor=actor).as_dict()
+            purged["sofusaki_deleted"] = svc.card.purge_sent(actor=actor)
+            purged["tenshutsu_unclaimed_deleted"] = svc.tokurei.purge_unclaimed()
+            svc.audit.append(AuditEvent(actor=actor, terminal="cs", action="backup.restore", purpose="operation",
+                                        query={"backup": path.name, "created_at": opened.manifest["created_at"]},
+                                        result_count=1))
+        finally:
+            svc.engine.dispose()
+        conn = sqlite3.connect(opened.db_path)
+        try:  # fold the WAL into the file: the copy is moved alone
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            conn.close()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{live}{suffix}").unlink(missing_ok=True)
+        os.replace(opened.db_path, live)
+    return {"restored": path.name, "created_at": opened.manifest["created_at"],
+            "row_counts": opened.manifest["row_counts"], "purged_after_restore": purged}
+
+
+def drill(path: Path, identities: list[Any], municipality_code: str, keystore: KeyStore,
+          scratch_parent: Path) -> dict[str, Any]:
+    """Restore into a scratch directory, check it all, delete the copy. Raises BackupError on failure."""
+    if not looks_encrypted(path):
+        raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: is not age ciphertext (or holds a SQLite header)")
+    scratch_parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".drill-") as work:
+        opened = open_backup(path, identities, Path(work), municipality_code=municipality_code, keystore=keystore)
+        ok, summary = verify_audit_copy(opened.db_path)
+        if not ok:
+            raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: audit chain broken ({summary})")
+    return {"backup": path.name, "row_counts": opened.manifest["row_counts"], "audit": summary}
+
+
+# --- node_exporter textfiles ---------------------------------------------------------------------
+
+def write_textfile(metrics_dir: Path | None, name: str, gauges: Mapping[str, tuple[str, float]]) -> None:
+    """Write ``name``.prom atomically (prometheus-client writes a temp file in the same dir, then renames)."""
+    if metrics_dir is None:
+        return
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    for metric, (doc, value) in gauges.items():
+        Gauge(metric, doc, registry=registry).set(value)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(metrics_dir / f"{name}.prom"), registry)
+
+
+def previous_value(metrics_dir: Path | None, name: str, metric: str) -> float:
+    """A gauge from the last textfile (to keep the last success time across a failed run)."""
+    if metrics_dir is None:
+        return 0.0
+    try:
+        for line in (metrics_dir / f"{name}.prom").read_text().splitlines():
+            if line.startswith(metric + " "):
+                return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0.0

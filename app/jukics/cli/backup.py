@@ -1,0 +1,196 @@
+"""`jukics backup provision|create|list|verify|restore|drill` (docs/backup.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from jukics.config import Config
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_NOTHING_TO_DO = 0, 1, 2, 3
+
+
+def _settings(config: Config) -> Any:
+    from jukics.backup.archive import BackupSettings
+
+    return BackupSettings.from_config(config.raw)
+
+
+def _identities(args: argparse.Namespace, settings: Any, keystore: Any) -> list[Any]:
+    from jukics.backup.archive import load_identity_file, unseal_identity
+
+    if args.identity:
+        return load_identity_file(Path(args.identity))
+    return [unseal_identity(settings.identity_file, keystore)]
+
+
+def _pick(settings: Any, name: str | None) -> Path:
+    from jukics.backup.archive import BackupError, list_backups
+
+    if name:
+        path = Path(name) if "/" in name else settings.directory / name
+        if not path.is_file():
+            raise BackupError("E_BACKUP_NOT_FOUND", f"{name}: no such backup")
+        return path
+    backups = list_backups(settings)
+    if not backups:
+        raise BackupError("E_BACKUP_NOT_FOUND", f"no backups in {settings.directory}")
+    return backups[-1]
+
+
+def _audit(svc: Any, action: str, query: dict[str, Any], outcome_count: int = 1) -> None:
+    from jukics.audit.chain import AuditEvent
+
+    svc.audit.append(AuditEvent(actor="jukics-backup", terminal=socket.gethostname(), action=action,
+                                purpose="operation", query=query, result_count=outcome_count))
+
+
+def _run(func: Any) -> Any:
+    def wrapped(config: Config, args: argparse.Namespace) -> int:
+        from jukics.backup.archive import BackupError
+        from jukics.keystore import KeyStoreError
+
+        try:
+            return int(func(config, args))
+        except (BackupError, KeyStoreError) as exc:
+            print(f"backup: {exc}", file=sys.stderr)
+            return EXIT_USAGE if getattr(exc, "code", "") == "E_BACKUP_CONFIG" else EXIT_PROBLEM
+    return wrapped
+
+
+def cmd_provision(config: Config, args: argparse.Namespace) -> int:
+    from jukics.backup.archive import provision_identity
+    from jukics.service import Service
+
+    settings, svc = _settings(config), Service(config)
+    if not provision_identity(settings.identity_file, svc.keystore):
+        print(f"backup: identity already provisioned ({settings.identity_file})")
+        return EXIT_NOTHING_TO_DO
+    _audit(svc, "backup.identity_provision", {"created": True})
+    print(f"backup: sealed identity created ({settings.identity_file})")
+    return EXIT_OK
+
+
+def cmd_create(config: Config, args: argparse.Namespace) -> int:
+    from jukics.backup.archive import BackupError, create_backup, list_backups, previous_value, write_textfile
+    from jukics.service import Service
+
+    settings, svc = _settings(config), Service(config)
+    last_ok = previous_value(settings.metrics_dir, "jukics_backup", "jukics_backup_last_success_timestamp_seconds")
+    try:
+        result = create_backup(config.database_url, config.municipality_code, settings, svc.keystore)
+    except BackupError:
+        write_textfile(settings.metrics_dir, "jukics_backup", _backup_gauges(last_ok, 0, 0, settings))
+        raise
+    _audit(svc, "backup.create", {"backup": result.path.name, "removed": len(result.removed)})
+    write_textfile(settings.metrics_dir, "jukics_backup",
+                   _backup_gauges(time.time(), 1, result.size_bytes, settings, len(list_backups(settings))))
+    print(json.dumps({"backup": str(result.path), "size_bytes": result.size_bytes,
+                      "row_counts": result.manifest["row_counts"], "removed": list(result.removed)}, indent=2))
+    return EXIT_OK
+
+
+def _backup_gauges(last_ok: float, result: int, size: int, settings: Any, generations: int | None = None) -> Any:
+    from jukics.backup.archive import list_backups
+
+    gens = generations if generations is not None else len(list_backups(settings))
+    return {
+        "jukics_backup_last_success_timestamp_seconds": ("Unix time of the last successful backup", last_ok),
+        "jukics_backup_last_result": ("1 when the last backup run succeeded, 0 when it failed", result),
+        "jukics_backup_size_bytes": ("size of the newest backup archive", size),
+        "jukics_backup_generations": ("backup archives kept in the backup directory", gens),
+    }
+
+
+def cmd_list(config: Config, args: argparse.Namespace) -> int:
+    from jukics.backup.archive import list_backups
+
+    settings = _settings(config)
+    out = [{"name": p.name, "size_bytes": p.stat().st_size} for p in list_backups(settings)]
+    print(json.dumps(out, indent=2))
+    return EXIT_OK
+
+
+def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    from jukics.backup.archive import drill
+    from jukics.service import Service
+
+    settings, svc = _settings(config), Service(config)
+    path = _pick(settings, args.name)
+    report = drill(path, _identities(args, settings, svc.keystore), config.municipality_code, svc.keystore,
+                   settings.directory)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_drill(config: Config, args: argparse.Namespace) -> int:
+    from jukics.backup.archive import BackupError, drill, previous_value, write_textfile
+    from jukics.service import Service
+
+    settings, svc = _settings(config), Service(config)
+    name = "jukics_backup_drill"
+    last_ok = previous_value(settings.metrics_dir, name, "jukics_backup_drill_last_success_timestamp_seconds")
+    started = time.monotonic()
+    ok = 0
+    try:
+        path = _pick(settings, None)
+        report = drill(path, _identities(args, settings, svc.keystore), config.municipality_code, svc.keystore,
+                       settings.directory)
+        ok, last_ok = 1, time.time()
+    except BackupError as exc:
+        report = {"error": {"code": exc.code, "message": exc.message}}
+    finally:
+        write_textfile(settings.metrics_dir, name, {
+            "jukics_backup_drill_last_success_timestamp_seconds": ("Unix time of the last successful restore drill",
+                                                                   last_ok),
+            "jukics_backup_drill_last_result": ("1 when the last restore drill succeeded, 0 when it failed", ok),
+            "jukics_backup_drill_duration_seconds": ("how long the last restore drill took",
+                                                     time.monotonic() - started),
+        })
+    _audit(svc, "backup.drill", {"ok": bool(ok)}, ok)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return EXIT_OK if ok else EXIT_PROBLEM
+
+
+def cmd_restore(config: Config, args: argparse.Namespace) -> int:
+    from jukics.backup.archive import restore_backup
+    from jukics.service import Service
+
+    settings, svc = _settings(config), Service(config)
+    path = _pick(settings, args.name)
+    identities = _identities(args, settings, svc.keystore)
+    svc.engine.dispose()
+    report = restore_backup(path, identities, config, svc.keystore)
+    print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    what = "encrypted backups of the store, restores and restore drills (docs/backup.md)"
+    bk = sub.add_parser("backup", help=what, description=what)
+    bk_sub = bk.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+    def add(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
+        p = bk_sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=_run(func))
+        return p
+
+    add("provision", cmd_provision, "create the appliance's age identity, sealed by the key store (exit 3: exists)")
+    add("create", cmd_create, "snapshot, check, encrypt to the appliance and escrow recipients; apply retention")
+    add("list", cmd_list, "list the backups, oldest first")
+    for name, func, help_ in (
+        ("verify", cmd_verify, "decrypt a backup into a scratch dir and check MAC, hashes, counts, digests, audit"),
+        ("restore", cmd_restore, "restore a backup over the live database (stop the service first); re-applies "
+                                 "purges and 送付先 deletions"),
+        ("drill", cmd_drill, "verify the latest backup and write the drill metrics textfile"),
+    ):
+        p = add(name, func, help_)
+        if name != "drill":
+            p.add_argument("name", nargs="?", help="backup file name (default: the latest)")
+        p.add_argument("--identity", metavar="FILE", help="an age identity file (the escrow key) instead of the "
+                                                          "appliance's sealed identity")

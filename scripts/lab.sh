@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local lab: the CS appliance and its neighbours as systemd containers on two podman networks.
-#   internal (庁内, 10.233.10.0/24): cs1 (eth0), kizon1 (既存住基), stranger1 (a device not on the MAC allowlist)
+#   internal (庁内, 10.233.10.0/24): cs1 (eth0), kizon1 (既存住基), stranger1 (a device not on the MAC allowlist),
+#            mon1 (the monitoring host: Prometheus + Alertmanager scraping cs1)
 #   jukinet  (住基ネット, 10.233.20.0/24, no route out): cs1 (eth1), pref1 (都道府県サーバ sim),
 #            nat1 (全国サーバ sim)
 # `lab.sh up` creates what is missing, provisions the sims and cs1 with playbooks/lab.yml (sims.yml + site.yml) and runs the demo;
@@ -27,6 +28,7 @@ hosts=(
   "jukics-cs1 --network jukics-internal:ip=10.233.10.10,mac=02:00:0a:e9:0a:0a --network jukics-jukinet:ip=10.233.20.10,mac=02:00:0a:e9:14:0a"
   "jukics-kizon1 --network jukics-internal:ip=10.233.10.20,mac=02:00:0a:e9:0a:14"
   "jukics-stranger1 --network jukics-internal:ip=10.233.10.99,mac=02:00:0a:e9:0a:63"
+  "jukics-mon1 --network jukics-internal:ip=10.233.10.30,mac=02:00:0a:e9:0a:1e"
   "jukics-pref1 --network jukics-jukinet:ip=10.233.20.20,mac=02:00:0a:e9:14:14"
   "jukics-nat1 --network jukics-jukinet:ip=10.233.20.30,mac=02:00:0a:e9:14:1e"
 )

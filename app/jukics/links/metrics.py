@@ -8,11 +8,12 @@ are the same whichever process reads them; the worker writes them to a textfile 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 _COUNTERS = (
@@ -65,4 +66,16 @@ class LinkCollector:
 def write_textfile(path: Path, status: Callable[[], Sequence[Mapping[str, Any]]]) -> None:
     registry = CollectorRegistry()
     registry.register(LinkCollector(status))  # type: ignore[arg-type]
-    write_to_textfile(str(path), registry)
+    # Like prometheus-client's write_to_textfile (a temporary file in the same directory, renamed into
+    # place), but world-readable: the worker runs with UMask=0077 and node_exporter is another user.
+    # The file holds link names and counts only.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(generate_latest(registry))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -29,6 +29,7 @@ KIZON = "jukics-kizon1"
 STRANGER = "jukics-stranger1"
 PREF = "jukics-pref1"
 NAT = "jukics-nat1"
+MON = "jukics-mon1"
 SIM = "/opt/jukics-sim/venv/bin/jukics-sim"
 SENDER = "cs-142140"
 CS_INTERNAL_IP = "10.233.10.10"
@@ -131,6 +132,32 @@ def show_sims() -> tuple[dict[str, Any], dict[str, Any]]:
     return pref, nat
 
 
+def prom_query(expr: str) -> list[dict[str, Any]]:
+    """An instant query to the lab's Prometheus on mon1 (it listens on mon1's loopback only)."""
+    code = ("import json, sys, urllib.parse, urllib.request\n"
+            "q = urllib.parse.urlencode({'query': sys.argv[1]})\n"
+            "print(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/query?' + q, timeout=5).read().decode())")
+    out = sh("podman", "exec", MON, "python3", "-c", code, expr, check=False)
+    if out.returncode != 0:
+        return []
+    return json.loads(out.stdout)["data"]["result"]
+
+
+def firing(alert: str) -> list[str]:
+    rows = prom_query(f'ALERTS{{alertname="{alert}", alertstate="firing"}}')
+    return sorted(r["metric"].get("link", r["metric"].get("instance", "")) for r in rows)
+
+
+def wait_alert(alert: str, want: bool, timeout: float = 420) -> float | None:
+    """Seconds until `alert` fires (want) or has cleared (not want); None on timeout."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if bool(firing(alert)) == want:
+            return time.monotonic() - t0
+        time.sleep(2)
+    return None
+
+
 def install_client(host: str, pki: Path) -> None:
     sh("podman", "exec", host, "mkdir", "-p", "/opt/demo/pki")
     sh("podman", "cp", kizon_client.__file__, f"{host}:/opt/demo/kizon_client.py")
@@ -187,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     probe = sh("podman", "exec", STRANGER, "python3", "-c", probe_code, check=False)
     print(f"  stranger1 → cs1:8443: {probe.stdout.strip() or probe.stderr.strip()}")
     counters = sh("podman", "exec", CS, "sh", "-c",
-                  "cat /var/lib/prometheus/node-exporter/jukics_firewall.prom 2>/dev/null | grep -v '^#' | head -8",
+                  "cat /var/lib/prometheus/node-exporter/jukics_nft.prom 2>/dev/null | grep -v '^#' | head -8",
                   check=False).stdout.strip()
     if counters:
         print("  firewall counters (textfile for node_exporter):")
@@ -284,8 +311,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  while down, 既存住基 sent {len(held_back)} more changes: {summary[-1]['total']}")
     time.sleep(3)
     show_links(links_status())
+    # mon1's Prometheus reads the links worker's textfile through cs1's node_exporter.
+    targets = prom_query("up")
+    print("  monitoring (mon1 Prometheus) targets: "
+          + ", ".join(f"{r['metric'].get('job')} {r['metric'].get('instance')} up={r['value'][1]}" for r in targets))
+    fired = wait_alert("JukicsLinkDown", True)
+    if fired is None:
+        print("  JukicsLinkDown did not fire within 7 minutes "
+              "(see mon1: podman exec jukics-mon1 journalctl -u prometheus)")
+    else:
+        print(f"  JukicsLinkDown firing after {fired:.0f} s for links {firing('JukicsLinkDown')} "
+              "(10 failed attempts in a row with messages waiting; lab `for:` capped at 30 s)")
     sim(PREF, "faults", "--up")
     status, took = wait_drained()
+    if fired is not None:
+        cleared = wait_alert("JukicsLinkDown", False, timeout=300)
+        print(f"  JukicsLinkDown cleared {cleared:.0f} s after the prefecture came back" if cleared is not None
+              else "  JukicsLinkDown still firing 5 minutes after the prefecture came back")
     print(f"  prefecture back: drained in {took:.0f} s (capped exponential backoff)")
     show_links(status)
     pref, nat = show_sims()

@@ -10,6 +10,7 @@ disk boots with a different swtpm state. Prints boot-to-ready seconds and the ac
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -120,10 +121,8 @@ class Guest:
                 self.proc.wait()
         pid = self.tpm_state / "swtpm.pid"
         if pid.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid.read_text().strip()), 15)
-            except (ProcessLookupError, ValueError):
-                pass
 
 
 def check(cond: bool, what: str, failures: list[str]) -> None:
@@ -179,7 +178,7 @@ def main() -> int:
                    "keystore status --json")
         print(r.stdout.strip()[-400:] or r.stderr.strip()[-400:])
         check('"usable": true' not in r.stdout, "data key does NOT unseal with a different swtpm state", failures)
-    except Exception as exc:  # noqa: BLE001 - report and clean up whatever went wrong
+    except Exception as exc:  # report and clean up whatever went wrong
         failures.append(f"error: {exc}")
         print(f"FAIL {exc}")
     finally:

@@ -141,7 +141,7 @@ def first_boot(paths: Paths, runner: Runner = run, cmdline: str = "",
     if not step("keystore-provision", as_service + jukics + ["keystore", "provision"], ok=(0, 3)):
         return out
     for name in identities(paths.config):
-        if not step(f"csr-{name}", jukics + ["cert", "csr", name]):
+        if not step(f"csr-{name}", [*jukics, "cert", "csr", name]):
             return out
         out.csrs.append(name)
     out.state = "awaiting-certificates"

@@ -28,6 +28,8 @@ mirrors() {
 stage_rootfs() {
   local work=$1 rootfs=$1/rootfs
   mirrors
+  # Development only (JUKICS_IMAGE_DEV_WORK): reuse a finished debootstrap stage.
+  if [ -e "$work/rootfs.done" ]; then log "reusing $rootfs (development)"; return 0; fi
   # Fail fast and clearly on a mirror that does not answer (debootstrap's own message is buried).
   curl -fsS --max-time 20 -o /dev/null "$mirror/dists/trixie/Release" 2>"$work/mirror.err" \
     || die "mirror unreachable: $mirror ($(tr -d '\n' < "$work/mirror.err")); set JUKICS_MIRROR"
@@ -68,6 +70,7 @@ SRC
   # Per-host identity is made at first boot, never baked in: machine-id, SSH host keys.
   : > "$rootfs/etc/machine-id"
   echo "$mirror" > "$work/mirror"
+  [ -z "${JUKICS_IMAGE_DEV_WORK:-}" ] || touch "$work/rootfs.done"
 }
 
 stage_finalize() {
@@ -113,9 +116,16 @@ build() {
   command -v debootstrap >/dev/null && command -v qemu-img >/dev/null && command -v mkfs.ext4 >/dev/null \
     || die "missing tools: run 'bash scripts/bootstrap-image.sh' (debootstrap, qemu-utils, e2fsprogs)"
   mkdir -p /var/tmp
-  work=$(mktemp -d /var/tmp/jukics-appliance.XXXXXX)
-  # shellcheck disable=SC2064
-  trap "umount -R '$work/rootfs/proc' 2>/dev/null || true; rm -rf '$work'" EXIT
+  if [ -n "${JUKICS_IMAGE_DEV_WORK:-}" ]; then
+    # Development only: a kept work dir, so a failing role is retried without a new debootstrap.
+    work=$JUKICS_IMAGE_DEV_WORK; mkdir -p "$work"
+    # shellcheck disable=SC2064
+    trap "umount -R '$work/rootfs/proc' 2>/dev/null || true" EXIT
+  else
+    work=$(mktemp -d /var/tmp/jukics-appliance.XXXXXX)
+    # shellcheck disable=SC2064
+    trap "umount -R '$work/rootfs/proc' 2>/dev/null || true; rm -rf '$work'" EXIT
+  fi
   PATH=$here/.venv/bin:$PATH PYTHONPATH=$here/app ANSIBLE_CONFIG=$here/ansible.cfg \
     ansible-playbook -i localhost, -c local "$here/playbooks/image.yml" -e "jukics_image_work=$work" "$@" \
     || die "build failed (see above); nothing was written to $out"

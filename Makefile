@@ -3,12 +3,14 @@
 #   make test  lint, pytest and every molecule scenario; ends with "N passed, N failed"
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup image lab lab-down test lint pytest molecule bench
+.PHONY: help setup image lab lab-down test lint pytest molecule bench appliance-image test-image
 
 help:
 	@echo "make lab    build and provision the local lab, then run the end-to-end demo"
 	@echo "make test   everything: lint, pytest, molecule (as CI runs it)"
 	@echo "make lab-down   remove the lab containers and networks"
+	@echo "make appliance-image   build the appliance image (raw, qcow2, OCI, manifest) into out/image/"
+	@echo "make test-image   boot the appliance image under QEMU with swtpm (release CI stage)"
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -38,3 +40,13 @@ molecule: image
 
 bench: setup
 	@for b in bench/*.sh bench/*.py; do [ -e "$$b" ] && echo "== $$b" && PYTHONPATH=app PATH=$(CURDIR)/.venv/bin:$$PATH $$([[ $$b == *.py ]] && echo python || echo bash) $$b; done
+
+# The appliance image (docs/image.md). `make image` stays the podman base image of lab and molecule.
+appliance-image: setup
+	@bash scripts/bootstrap-image.sh
+	@bash scripts/build-appliance-image.sh
+
+# Release CI stage, not part of `make test`: boot the qcow2 under QEMU with swtpm (docs/image.md).
+test-image: setup
+	@bash scripts/bootstrap-image.sh
+	@PATH=$(CURDIR)/.venv/bin:$$PATH PYTHONPATH=app python -m jukics.image.boottest

@@ -336,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     backup.register(sub)
 
+    from jukics.cli import status
+
+    status.register(sub)
+
     ks = sub.add_parser("keystore", help="key store (TPM) commands", description="key store (TPM) commands")
     ks_sub = ks.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     p = add("provision", cmd_keystore_provision,

@@ -1,0 +1,196 @@
+"""`make test-image`: boot the appliance qcow2 under QEMU with swtpm as its TPM 2.0 (docs/image.md).
+
+Release CI stage (not in scripts/run-tests.sh). KVM when /dev/kvm is usable, TCG otherwise; user-mode
+networking with SSH forwarded to 127.0.0.1 only; the disk is a throwaway overlay on the artifact.
+Checks: first boot finishes (TPM provisioned, CSRs written, the service waiting for its certificate
+per `jukics status`), /dev/tpmrm0 exists in the guest, and the data key does NOT unseal when the same
+disk boots with a different swtpm state. Prints boot-to-ready seconds and the accelerator.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+GUEST_MAC = "52:54:00:4a:4b:01"  # fixed, so an inventory can list it in the MAC allowlist
+
+
+@dataclass
+class VM:
+    kernel: Path
+    initrd: Path
+    disk: Path
+    tpm_socket: Path
+    ssh_port: int
+    console_log: Path
+    accel: str = "tcg"
+    memory_mb: int = 1024
+    cpus: int = 2
+    extra_append: str = ""
+
+
+def kvm_usable(dev: str = "/dev/kvm") -> bool:
+    return os.path.exists(dev) and os.access(dev, os.R_OK | os.W_OK)
+
+
+def qemu_command(vm: VM, qemu: str = "qemu-system-x86_64") -> list[str]:
+    """Direct kernel boot, virtio disk and NIC, swtpm over its control socket as a CRB TPM 2.0."""
+    append = f"root=/dev/vda rw console=ttyS0 panic=-1 {vm.extra_append}".strip()
+    return [
+        qemu, "-machine", f"q35,accel={vm.accel}", "-cpu", "host" if vm.accel == "kvm" else "max",
+        "-m", str(vm.memory_mb), "-smp", str(vm.cpus), "-no-reboot",
+        "-display", "none", "-serial", f"file:{vm.console_log}", "-monitor", "none",
+        "-kernel", str(vm.kernel), "-initrd", str(vm.initrd), "-append", append,
+        "-drive", f"file={vm.disk},if=virtio,format=qcow2,cache=unsafe",
+        "-chardev", f"socket,id=chrtpm,path={vm.tpm_socket}",
+        "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0",
+        # Forwarded to loopback only: nothing outside this machine reaches the guest.
+        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{vm.ssh_port}-:22",
+        "-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC}",
+    ]
+
+
+def swtpm_command(state_dir: Path, socket_path: Path) -> list[str]:
+    return ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state_dir}",
+            "--ctrl", f"type=unixio,path={socket_path}", "--log", f"file={state_dir}/swtpm.log,level=1",
+            "--pid", f"file={state_dir}/swtpm.pid", "--daemon"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Guest:
+    def __init__(self, work: Path, image_dir: Path, key: Path, tpm_state: Path, accel: str) -> None:
+        self.work, self.key, self.accel = work, key, accel
+        self.port = free_port()
+        self.tpm_state = tpm_state
+        tpm_state.mkdir(exist_ok=True)
+        self.sock = tpm_state / "swtpm.sock"
+        pub = (key.with_suffix(".pub")).read_text().strip()
+        self.vm = VM(kernel=image_dir / "vmlinuz", initrd=image_dir / "initrd.img", disk=work / "disk.qcow2",
+                     tpm_socket=self.sock, ssh_port=self.port, console_log=work / f"console-{tpm_state.name}.log",
+                     accel=accel, extra_append="jukics.ssh_key=" + base64.b64encode(pub.encode()).decode())
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        subprocess.run(swtpm_command(self.tpm_state, self.sock), check=True)
+        self.proc = subprocess.Popen(qemu_command(self.vm), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ssh", "-i", str(self.key), "-p", str(self.port), "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
+             "-o", "LogLevel=ERROR", "jukics-admin@127.0.0.1", command],
+            capture_output=True, text=True, timeout=timeout, check=False)
+
+    def wait_status(self, deadline_s: float) -> dict | None:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"QEMU exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-500:]}"
+                                   if self.proc.stderr else "QEMU exited")
+            try:
+                r = self.ssh("sudo cat /var/lib/jukics-firstboot/status.json", timeout=20)
+            except subprocess.TimeoutExpired:
+                continue
+            if r.returncode == 0 and r.stdout.strip():
+                return json.loads(r.stdout)
+            time.sleep(2)
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.ssh("sudo systemctl poweroff", timeout=15)
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        pid = self.tpm_state / "swtpm.pid"
+        if pid.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid.read_text().strip()), 15)
+
+
+def check(cond: bool, what: str, failures: list[str]) -> None:
+    print(("PASS " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def main() -> int:
+    repo = Path(__file__).resolve().parents[3]
+    image_dir = Path(os.environ.get("JUKICS_IMAGE_OUT", repo / "out" / "image"))
+    qcow2 = image_dir / "jukics-appliance.qcow2"
+    if not qcow2.exists():
+        print(f"no image at {qcow2}: run make appliance-image first", file=sys.stderr)
+        return 2
+    accel = "kvm" if kvm_usable() else "tcg"
+    failures: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="jukics-boottest."))
+    guests: list[Guest] = []
+    try:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "id")], check=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(qcow2),
+                        str(work / "disk.qcow2")], check=True)
+        g = Guest(work, image_dir, work / "id", work / "tpm-a", accel)
+        guests.append(g)
+        t0 = time.monotonic()
+        g.start()
+        status = g.wait_status(float(os.environ.get("JUKICS_BOOT_TIMEOUT", "600")))
+        ready = time.monotonic() - t0
+        print(f"boot to first-boot done: {ready:.1f} s ({accel.upper()})")
+        check(status is not None, "first boot wrote its status", failures)
+        if status is not None:
+            print(json.dumps(status))
+            check(status.get("state") == "awaiting-certificates", "first boot: TPM provisioned, CSRs written", failures)
+        r = g.ssh("test -c /dev/tpmrm0 && echo tpm")
+        check(r.stdout.strip() == "tpm", "guest sees /dev/tpmrm0 (swtpm as tpm-crb)", failures)
+        r = g.ssh("sudo /opt/jukics/venv/bin/jukics --config /etc/jukics/jukics.toml status --json")
+        print(r.stdout.strip() or r.stderr.strip())
+        check(r.returncode == 3 and '"awaiting-certificates"' in r.stdout, "jukics status: waiting for certificates",
+              failures)
+        r = g.ssh("systemctl is-failed jukics.service; systemctl show -p ConditionResult --value jukics.service")
+        check("failed" not in r.stdout.split("\n")[0], "jukics.service is waiting, not failed", failures)
+        r = g.ssh("sudo runuser -u jukics -- /opt/jukics/venv/bin/jukics --config /etc/jukics/jukics.toml "
+                  "keystore status --json")
+        check(r.returncode == 0 and '"usable": true' in r.stdout, "data key unseals with this TPM", failures)
+        g.stop()
+        # The same disk with another TPM: the sealed data key must not unseal.
+        g2 = Guest(work, image_dir, work / "id", work / "tpm-b", accel)
+        guests.append(g2)
+        g2.start()
+        g2.wait_status(300)
+        r = g2.ssh("sudo runuser -u jukics -- /opt/jukics/venv/bin/jukics --config /etc/jukics/jukics.toml "
+                   "keystore status --json")
+        print(r.stdout.strip()[-400:] or r.stderr.strip()[-400:])
+        check('"usable": true' not in r.stdout, "data key does NOT unseal with a different swtpm state", failures)
+    except Exception as exc:  # report and clean up whatever went wrong
+        failures.append(f"error: {exc}")
+        print(f"FAIL {exc}")
+    finally:
+        for g in guests:
+            g.stop()
+        if failures:
+            print(f"console logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"{'FAILED' if failures else 'OK'}: {len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

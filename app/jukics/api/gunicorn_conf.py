@@ -19,15 +19,18 @@ import os
 import ssl
 from typing import Any
 
-from jukics.api.tls import CachedContext, ServerTlsFiles
-from jukics.config import load_config
-
-_config = load_config(os.environ.get("JUKICS_CONFIG", "/etc/jukics/jukics.toml"))
 LISTENER = os.environ.get("JUKICS_LISTENER", "intake")
-# Before any worker imports prometheus_client (it picks multiprocess mode at import); the workers
-# inherit the environment. Nothing here imports prometheus_client in the arbiter.
+# Before anything imports prometheus_client (it picks multiprocess mode at import, and loading the
+# config imports modules that count): the workers inherit the environment.
 if os.environ.get("JUKICS_METRICS_DIR") and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(os.environ["JUKICS_METRICS_DIR"], LISTENER)
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the arbiter's own (empty) files land here too
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], mode=0o750, exist_ok=True)
+
+from jukics.api.tls import CachedContext, ServerTlsFiles  # noqa: E402
+from jukics.config import load_config  # noqa: E402
+
+_config = load_config(os.environ.get("JUKICS_CONFIG", "/etc/jukics/jukics.toml"))
 if LISTENER == "peer":
     if _config.peer_listener is None:
         raise SystemExit("jukics: JUKICS_LISTENER=peer but the configuration has no [peer_listener] listen")

@@ -71,28 +71,10 @@ def test_terminal_output_and_no_overwrite(tmp_path):
     assert path.read_bytes() == b"keep"
 
 
-def test_cli_add_prints_uri_and_qr(tmp_path, capsys, monkeypatch):
+def test_cli_add_prints_uri_and_qr(tmp_path, capsys, monkeypatch, dev_cli):
     from jukics.cli.main import main as cli_main
 
-    cfg = tmp_path / "jukics.toml"
-    cfg.write_text(f"""
-[cs]
-municipality_code = "142140"
-environment = "development"
-[database]
-url = "sqlite:///{tmp_path}/j.db"
-[keystore]
-backend = "dev"
-dev_secret_file = "{tmp_path}/secret"
-[intake]
-listen = "127.0.0.1:8443"
-cert_file = "/x"
-key_file = "/x"
-client_ca_file = "/x"
-allowed_clients = ["kizon"]
-""")
-    base = ["--config", str(cfg)]
-    assert cli_main([*base, "db", "upgrade"]) == 0
+    base = dev_cli().base
     monkeypatch.setattr("sys.stdin", io.StringIO("Counter-Staff-2026\n"))
     png = tmp_path / "op.png"
     assert cli_main([*base, "operator", "add", "op0009", "--department", "市民課", "--role", "counter",

@@ -137,30 +137,12 @@ def test_roles_and_totp_reset(store):
     assert {"operator.roles", "operator.reset_totp"} <= {e[0] for e in events(engine)}
 
 
-def test_operator_cli(tmp_path, capsys, monkeypatch):
+def test_operator_cli(dev_cli, capsys, monkeypatch):
     import io
 
     from jukics.cli.main import main as cli_main
 
-    cfg = tmp_path / "jukics.toml"
-    cfg.write_text(f"""
-[cs]
-municipality_code = "142140"
-environment = "development"
-[database]
-url = "sqlite:///{tmp_path}/j.db"
-[keystore]
-backend = "dev"
-dev_secret_file = "{tmp_path}/secret"
-[intake]
-listen = "127.0.0.1:8443"
-cert_file = "/x"
-key_file = "/x"
-client_ca_file = "/x"
-allowed_clients = ["kizon"]
-""")
-    base = ["--config", str(cfg)]
-    assert cli_main([*base, "db", "upgrade"]) == 0
+    base = dev_cli().base
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
     add = [*base, "operator", "add", "op0009", "--department", "市民課", "--role", "counter", "--expires",
            "2027-03-31", "--actor", "admin1"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 from pathlib import Path
 
@@ -70,32 +69,13 @@ def test_firewall_check_degrades_and_reads_the_allowlist(tmp_path):
     assert report_cli.firewall_check(tool=str(tool), boot_file=tmp_path / "none")["status"] == "ok"
 
 
-def test_report_cli(tmp_path, capsys, monkeypatch):
+def test_report_cli(tmp_path, capsys, monkeypatch, dev_cli):
     from jukics.cli.main import main as cli_main
 
-    cfg = tmp_path / "jukics.toml"
-    cfg.write_text(f"""
-[cs]
-municipality_code = "142140"
-environment = "development"
-[database]
-url = "sqlite:///{tmp_path}/j.db"
-[keystore]
-backend = "dev"
-dev_secret_file = "{tmp_path}/secret"
-[intake]
-listen = "127.0.0.1:8443"
-cert_file = "{tmp_path}/missing.pem"
-key_file = "/x"
-client_ca_file = "/x"
-allowed_clients = ["kizon"]
-""")
-    base = ["--config", str(cfg)]
-    assert cli_main([*base, "db", "upgrade"]) == 0
+    cli = dev_cli(cert_file=f"{tmp_path}/missing.pem")
+    base = cli.base
     for uid in ("op0001", "op0002"):
-        monkeypatch.setattr("sys.stdin", io.StringIO("Counter-Staff-2026\n"))
-        assert cli_main([*base, "operator", "add", uid, "--department", "市民課", "--role", "counter",
-                         "--expires", "2099-03-31", "--actor", "admin1"]) == 0
+        cli.add_operator(uid)
     capsys.readouterr()
     assert cli_main([*base, "report", "activity", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)

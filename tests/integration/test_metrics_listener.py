@@ -12,14 +12,12 @@ import http.client
 import json
 import os
 import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import ServiceProcesses, free_port, write_lab_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from jukics.sim.residents import generate_residents, make_invalid_variants, resident_intake_items
@@ -28,51 +26,24 @@ ROOT = Path(__file__).resolve().parents[2]
 KIZON = "kizon.lab.jukics.example"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Stack:
-    work: Path
-    config: Path
-    env: dict[str, str]
+    services: ServiceProcesses
     intake_port: int
     metrics_port: int
     pki: Path
-    procs: dict[str, subprocess.Popen]
 
-    def start(self, name: str, *args: str) -> None:
-        log = (self.work / f"{name}.log").open("a")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "jukics", "--config", str(self.config), *args],
-                                            stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.work)
+    @property
+    def work(self) -> Path:
+        return self.services.work
 
-    def stop(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    @property
+    def config(self) -> Path:
+        return self.services.config
 
-
-def _wait(check, what: str, stack: Stack, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    logs = "".join((stack.work / f"{n}.log").read_text()[-1500:] for n in ("intake", "metrics")
-                   if (stack.work / f"{n}.log").exists())
-    pytest.fail(f"{what} did not come up: {logs}")
+    @property
+    def env(self) -> dict[str, str]:
+        return self.services.env
 
 
 def scrape(stack: Stack) -> str:
@@ -112,40 +83,21 @@ def post(stack: Stack, cert: str, items: list) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, lab_pki: Path) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("metrics")
-    intake_port, metrics_port = _free_port(), _free_port()
-    config = work / "jukics.toml"
-    config.write_text(f"""
-[cs]
-municipality_code = "142140"
-environment = "lab"
-[database]
-url = "sqlite:///{work}/jukics.db"
-[keystore]
-backend = "dev"
-dev_secret_file = "{work}/keys/dev-secret"
-[intake]
-listen = "127.0.0.1:{intake_port}"
-cert_file = "{lab_pki}/cs.crt"
-key_file = "{lab_pki}/cs.key"
-client_ca_file = "{lab_pki}/ca.crt"
-allowed_clients = ["{KIZON}"]
-[server]
-workers = 2
+    intake_port, metrics_port = free_port(), free_port()
+    config = write_lab_config(work, lab_pki, intake_port, workers=2, kizon=KIZON, extra=f"""
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
-""", encoding="utf-8")
+""")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "app"), JUKICS_METRICS_DIR=str(work / "run-metrics"))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    subprocess.run([sys.executable, "-m", "jukics", "--config", str(config), "db", "upgrade"], env=env, check=True,
-                   capture_output=True)
-    s = Stack(work, config, env, intake_port, metrics_port, lab_pki, {})
-    s.start("intake", "serve")
-    s.start("metrics", "metrics", "serve")
-    _wait(lambda: post(s, "kizon", [])[0] == 400, "the intake listener", s)
-    _wait(lambda: "jukics_up 1.0" in scrape(s), "the metrics listener", s)
+    s = Stack(ServiceProcesses(work, config, env), intake_port, metrics_port, lab_pki)
+    s.services.upgrade()
+    s.services.start("intake", "serve")
+    s.services.start("metrics", "metrics", "serve")
+    s.services.wait_until(lambda: post(s, "kizon", [])[0] == 400, "the intake listener")
+    s.services.wait_until(lambda: "jukics_up 1.0" in scrape(s), "the metrics listener")
     yield s
-    for name in list(s.procs):
-        s.stop(name)
+    s.services.stop_all()
 
 
 def test_counts_add_up_across_workers_and_refusals_appear_by_code(stack):
@@ -208,9 +160,9 @@ def test_counts_add_up_across_workers_and_refusals_appear_by_code(stack):
 def test_a_restarted_listener_starts_its_counters_afresh(stack):
     before = values(scrape(stack))
     assert before[("jukics_intake_items_total", (("result", "applied"),))] > 0
-    stack.stop("intake")
-    stack.start("intake", "serve")
-    _wait(lambda: post(stack, "kizon", [])[0] == 400, "the restarted intake listener", stack)
+    stack.services.stop("intake")
+    stack.services.start("intake", "serve")
+    stack.services.wait_until(lambda: post(stack, "kizon", [])[0] == 400, "the restarted intake listener")
     after = values(scrape(stack))
     # the old workers' files are gone: only the new run's request refusals count
     assert ("jukics_intake_items_total", (("result", "applied"),)) not in after

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import _env, free_port
+from conftest import ServiceProcesses, _env, free_port, write_lab_config
 
 from jukics.config import PeerConfig
 from jukics.links import protocol as p
@@ -27,53 +25,30 @@ CERT = {"cert_id": "T-9001", "juminhyo_code": "12345678901", "name_kanji": "è©¦é
 @pytest.fixture(scope="module")
 def both_listeners(tmp_path_factory: pytest.TempPathFactory, lab_pki: Path) -> Iterator[dict]:
     work = tmp_path_factory.mktemp("peer")
-    intake, peer = free_port(), free_port()
-    config = work / "jukics.toml"
-    config.write_text(f"""
-[cs]
-municipality_code = "142140"
-environment = "lab"
-[database]
-url = "sqlite:///{work}/jukics.db"
-[keystore]
-backend = "dev"
-dev_secret_file = "{work}/dev-secret"
-[intake]
-listen = "127.0.0.1:{intake}"
-cert_file = "{lab_pki}/cs.crt"
-key_file = "{lab_pki}/cs.key"
-client_ca_file = "{lab_pki}/ca.crt"
-allowed_clients = ["kizon.lab.jukics.example"]
-[server]
-workers = 1
+    peer = free_port()
+    config = write_lab_config(work, lab_pki, free_port(), extra=f"""
 [peer_listener]
 listen = "127.0.0.1:{peer}"
 cert_file = "{lab_pki}/cs.crt"
 key_file = "{lab_pki}/cs.key"
 client_ca_file = "{lab_pki}/ca.crt"
 allowed_peers = {{ pref1 = "pref-14" }}
-""", encoding="utf-8")
-    cli = [sys.executable, "-m", "jukics", "--config", str(config)]
-    assert subprocess.run([*cli, "db", "upgrade"], env=_env(), capture_output=True, check=False).returncode == 0
-    logs = [(work / f"{n}.log").open("w") for n in ("intake", "peer")]
-    procs = [subprocess.Popen([*cli, "serve"], stdout=logs[0], stderr=subprocess.STDOUT, env=_env(), cwd=work),
-             subprocess.Popen([*cli, "serve", "--listener", "peer"], stdout=logs[1], stderr=subprocess.STDOUT,
-                              env=_env(), cwd=work)]
-    health = None
-    for _ in range(100):
-        health = subprocess.run([*cli, "health"], env=_env(), capture_output=True, text=True, check=False)
-        if health.returncode == 0 or any(pr.poll() is not None for pr in procs):
-            break
-        time.sleep(0.3)
+""")
+    services = ServiceProcesses(work, config)
+    services.upgrade()
+    services.start("intake", "serve")
+    services.start("peer", "serve", "--listener", "peer")
+    health: list[subprocess.CompletedProcess[str]] = []
+
+    def healthy() -> bool:
+        health.append(services.run("health"))
+        return health[-1].returncode == 0
+
+    services.wait_until(healthy, "the intake and peer listeners (jukics health)")
     try:
-        assert health is not None and health.returncode == 0, (health, (work / "peer.log").read_text()[-2000:])
-        yield {"port": peer, "pki": lab_pki, "cli": cli, "health": health.stdout, "work": work}
+        yield {"port": peer, "pki": lab_pki, "cli": services.cli, "health": health[-1].stdout, "work": work}
     finally:
-        for pr in procs:
-            pr.terminate()
-            pr.wait(timeout=20)
-        for log in logs:
-            log.close()
+        services.stop_all()
 
 
 def transport(listener: dict, leaf: str) -> PeerTransport:

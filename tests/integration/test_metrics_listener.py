@@ -100,6 +100,22 @@ listen = "127.0.0.1:{metrics_port}"
     s.services.stop_all()
 
 
+def test_a_failed_handshake_is_counted_and_logged(stack):
+    before = values(scrape(stack)).get(
+        ("jukics_tls_auth_failures_total", (("listener", "intake"), ("peer", "unverified"))), 0.0)
+    # no client certificate: the server refuses the handshake
+    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anonymous.load_verify_locations(cafile=str(stack.pki / "ca.crt"))
+    conn = http.client.HTTPSConnection("127.0.0.1", stack.intake_port, context=anonymous, timeout=20)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        conn.request("GET", "/v1/health")
+        conn.getresponse().read()
+    conn.close()
+    key = ("jukics_tls_auth_failures_total", (("listener", "intake"), ("peer", "unverified")))
+    stack.services.wait_until(lambda: values(scrape(stack)).get(key, 0.0) == before + 1, "the handshake count")
+    assert "TLS handshake from 127.0.0.1 failed on the intake listener" in (stack.work / "intake.log").read_text()
+
+
 def test_counts_add_up_across_workers_and_refusals_appear_by_code(stack):
     people = list(generate_residents(40, seed=5, municipality_code="142140", today=dt.date(2026, 11, 1)))
     first = [i for p in people[:20] for i in resident_intake_items(p)]

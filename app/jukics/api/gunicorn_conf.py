@@ -116,9 +116,30 @@ def _tls_key_is_tss2() -> bool:
 
 
 def post_worker_init(worker: Any) -> None:
+    _count_failed_handshakes(worker)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def _count_failed_handshakes(worker: Any) -> None:
+    """Count and log a failed TLS handshake (no client certificate, an untrusted CA, our certificate
+    refused by the client, plain HTTP on the TLS port): gunicorn's worker hands it to handle_error and
+    logs it at debug level only, so it would be invisible to JukicsTlsAuthFailures and to the log."""
+    from jukics import metrics
+
+    handle_error = worker.handle_error
+
+    def counting_handle_error(req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if isinstance(exc, ssl.SSLError):
+            metrics.TLS_AUTH_FAILURES.labels(LISTENER, "unverified").inc()
+            source = addr[0] if isinstance(addr, tuple) and addr else "?"
+            worker.log.warning("TLS handshake from %s failed on the %s listener: %s", source, LISTENER,
+                               exc.reason or exc)
+            return  # the connection is closed by the worker; there is no HTTP response to send
+        handle_error(req, client, addr, exc)
+
+    worker.handle_error = counting_handle_error
 
 
 def on_starting(server: Any) -> None:

@@ -27,6 +27,7 @@ from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.auth.operators import OperatorStore
 from jukics.auth.rbac import Duties
 from jukics.auth.sessions import Session, SessionError, SessionStore
+from jukics.domain.fields import RECORD_ITEMS
 from jukics.links.routing import QueryAnswer, QueryRefused, QueryRouter
 from jukics.store.corrections import CorrectionError, Corrections
 
@@ -208,6 +209,49 @@ class SearchResource(_QueryBase):
                                                           terminal=terminal), purpose)
 
 
+class ResidentResource(_Base):
+    """GET /v1/residents/{code}?purpose=...&access_logged_ack=true: the current 本人確認情報 record.
+
+    The same gate as a search (``view`` permission, purpose code, acknowledgement), then the local
+    file only (a view is of this municipality's residents). Audited as ``query.view`` with the
+    code as a keyed hash (the audit log hashes every value not on its non-personal list).
+    """
+
+    kind = "view"
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, code: str) -> None:
+        terminal = self.terminal(req)
+        purpose = req.get_param("purpose") or ""
+        session = self.session(req, terminal, "view", self.kind, purpose)
+        if purpose not in self.deps.purposes:
+            metrics.SEARCHES.labels(kind=self.kind, purpose="invalid", result="E_PURPOSE_REQUIRED").inc()
+            raise self.refuse("E_PURPOSE_REQUIRED", terminal=terminal, actor=session.user_id, action=self.kind,
+                              purpose=purpose)
+        if req.get_param("access_logged_ack") != "true":
+            metrics.SEARCHES.labels(kind=self.kind, purpose=purpose, result="E_ACCESS_NOT_ACKNOWLEDGED").inc()
+            raise self.refuse("E_ACCESS_NOT_ACKNOWLEDGED", terminal=terminal, actor=session.user_id,
+                              action=self.kind, purpose=purpose)
+        query = {"juminhyo_code": code, "source": "local"}
+        code = code.strip()
+        record, err = None, None
+        if not self.deps.router.is_valid_code(code):
+            err = "E_SEARCH_CRITERIA"
+        else:
+            record = self.deps.router.store.get_current(code)
+            if record is None or record.get("record_status") != "current":
+                err = "E_UNKNOWN_RESIDENT"  # a 消除者 is not viewed here
+        self.deps.audit.append(AuditEvent(actor=session.user_id, terminal=terminal, action="query.view",
+                                          purpose=purpose[:64], query=query, targets=[] if err else [code],
+                                          result_count=0 if err else 1, outcome="refused" if err else "ok",
+                                          code=err))
+        metrics.SEARCHES.labels(kind=self.kind, purpose=purpose, result=err or "found").inc()
+        if err is not None:
+            raise ApiError(err, "not a valid 住民票コード (11 digits, check digit)" if err == "E_SEARCH_CRITERIA"
+                           else None)
+        assert record is not None
+        resp.media = {"source": "local", "record": {k: record.get(k) for k in RECORD_ITEMS}}
+
+
 class CorrectionsResource(_Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         terminal = self.terminal(req)
@@ -265,6 +309,7 @@ def create_terminal_app(deps: TerminalDeps) -> falcon.App:
     app.add_route("/v1/search-notice", NoticeResource(deps))
     app.add_route("/v1/identity-checks", IdentityCheckResource(deps))
     app.add_route("/v1/searches", SearchResource(deps))
+    app.add_route("/v1/residents/{code}", ResidentResource(deps))
     if deps.corrections is not None:
         app.add_route("/v1/corrections", CorrectionsResource(deps))
         app.add_route("/v1/corrections/{rid}", CorrectionResource(deps))

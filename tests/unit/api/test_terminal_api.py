@@ -335,3 +335,57 @@ def test_correction_of_identifiers_refused(env):
                                      "changes": {"my_number": "123456789018"}, "reason": "x"}, env.token("clerk1"))
     assert r.status_code == 400 and r.json["error"]["code"] == "E_CORRECTION_FIELDS"
     assert env.events()[-1][:3] == ("correction.request", "refused", "E_CORRECTION_FIELDS")
+
+
+def view(env: Env, code: str, token: str | None, purpose: str = "F5-counter", ack: str = "true"):
+    return env.client.simulate_get(f"/v1/residents/{code}", params={"purpose": purpose, "access_logged_ack": ack},
+                                   headers={"Authorization": f"Bearer {token}"} if token else {})
+
+
+def test_view_returns_the_whole_record_and_is_audited_without_personal_data(env):
+    from jukics.domain.fields import RECORD_ITEMS
+
+    p = person(env)
+    code = attr(p, "juminhyo_code")
+    r = view(env, code, env.token())
+    assert r.status_code == 200, r.json
+    rec = r.json["record"]
+    assert set(rec) == set(RECORD_ITEMS) and rec["juminhyo_code"] == code
+    assert rec["name_kana"] == attr(p, "name_kana") and rec["record_status"] == "current"
+    with env.svc.engine.connect() as conn:
+        row = conn.execute(select(audit_log).order_by(audit_log.c.seq.desc()).limit(1)).one()
+    assert (row.action, row.outcome, row.actor, row.purpose, row.result_count) == (
+        "query.view", "ok", "clerk1", "F5-counter", 1)
+    stored = row.query + row.target_ids
+    assert code not in stored and attr(p, "name_kanji") not in stored
+    assert env.svc.audit.target_id(code) in row.target_ids
+
+
+def test_view_refusals(env):
+    token = env.token()
+    code = attr(person(env), "juminhyo_code")
+    from jukics.domain.identifiers import ProvisionalCheckDigitJuminhyoCodeValidator
+
+    # the check-digit validator (synthetic codes are made valid under it)
+    valid = env.deps.router.is_valid_code = ProvisionalCheckDigitJuminhyoCodeValidator().is_valid
+    assert valid(code)
+    bad_digit = next(code[:-1] + d for d in "0123456789" if not valid(code[:-1] + d))
+    r = view(env, bad_digit, token)
+    assert r.status_code == 400 and r.json["error"]["code"] == "E_SEARCH_CRITERIA"
+    assert env.events()[-1] == ("query.view", "refused", "E_SEARCH_CRITERIA", "clerk1")
+    assert view(env, "1234567890x", token).json["error"]["code"] == "E_SEARCH_CRITERIA"
+    # a valid code nobody has
+    unknown = next(c for c in (f"{n:010d}{d}" for n in range(10**9, 10**9 + 50) for d in "0123456789")
+                   if valid(c) and env.svc.store.get_current(c) is None)
+    r = view(env, unknown, token)
+    assert r.status_code == 404 and r.json["error"]["code"] == "E_UNKNOWN_RESIDENT"
+    assert env.events()[-1] == ("query.view", "refused", "E_UNKNOWN_RESIDENT", "clerk1")
+    r = view(env, code, token, purpose="")
+    assert r.status_code == 400 and r.json["error"]["code"] == "E_PURPOSE_REQUIRED"
+    r = view(env, code, token, ack="false")
+    assert r.json["error"]["code"] == "E_ACCESS_NOT_ACKNOWLEDGED"
+    assert env.events()[-1][:3] == ("terminal.refused", "refused", "E_ACCESS_NOT_ACKNOWLEDGED")
+    assert view(env, code, None).status_code == 401
+    r = view(env, code, env.token("vend1"))
+    assert r.status_code == 403 and r.json["error"]["code"] == "E_FORBIDDEN"
+    assert env.events()[-1] == ("terminal.refused", "refused", "E_FORBIDDEN", "vend1")

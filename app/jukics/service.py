@@ -97,10 +97,10 @@ class Service:
                              clock=self.clock)
 
     def _export_residents(self, codes: Any) -> Any:
-        from jukics.domain.fields import F2_ITEMS
+        from jukics.domain.fields import RECORD_ITEMS
 
         if codes is None:
-            return self.store.iter_current(F2_ITEMS)
+            return self.store.iter_current(RECORD_ITEMS)
         return self.store.get_current_many(codes).values()
 
     def today(self) -> dt.date:

@@ -389,3 +389,29 @@ def test_view_refusals(env):
     r = view(env, code, env.token("vend1"))
     assert r.status_code == 403 and r.json["error"]["code"] == "E_FORBIDDEN"
     assert env.events()[-1] == ("terminal.refused", "refused", "E_FORBIDDEN", "vend1")
+
+
+def test_an_expired_session_row_is_deleted_although_the_request_is_refused(env):
+    token = env.token()
+    env.clock.tick(minutes=16)
+    r = env.search(token, {"juminhyo_code": attr(person(env), "juminhyo_code")})
+    assert r.json["error"]["code"] == "E_SESSION_EXPIRED"
+    with env.svc.engine.connect() as conn:
+        assert conn.execute(select(terminal_sessions)).all() == []  # the refusal did not roll the delete back
+    r = env.search(token, {"juminhyo_code": attr(person(env), "juminhyo_code")})
+    assert r.json["error"]["code"] == "E_SESSION_REQUIRED"  # the token is gone, not merely expired
+
+
+def test_two_of_four_searches_the_local_store_by_address_and_birth_date(tmp_path):
+    e = Env(tmp_path, rule="two_of_four")
+    try:
+        p = person(e, 4)
+        token = e.token()
+        r = e.search(token, {"address": attr(p, "address"), "birth_date": str(attr(p, "birth_date"))})
+        assert r.status_code == 200, r.json
+        assert r.json["source"] == "local" and "local" in r.json["asked"], r.json
+        assert attr(p, "juminhyo_code") in {x["juminhyo_code"] for x in r.json["results"]}
+        assert all(x["birth_date"] == str(attr(p, "birth_date")) and x["address"] == attr(p, "address")
+                   for x in r.json["results"])
+    finally:
+        e.svc.engine.dispose()

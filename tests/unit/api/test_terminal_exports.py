@@ -15,6 +15,7 @@ from test_terminal_api import PASSWORD, Env, attr
 from jukics.api.terminal_app import create_terminal_app
 from jukics.audit.chain import verify
 from jukics.auth.rbac import load_duties
+from jukics.domain.fields import RECORD_ITEMS
 from jukics.exports import ExportService
 from jukics.store.schema import audit_log
 
@@ -118,3 +119,16 @@ def test_bad_export_requests(xenv):
     code = attr(xenv.people[3], "juminhyo_code")
     r = xenv.export(boss, witness=xenv.witness("clerk1"), dataset="search", codes=[code])
     assert r.status_code == 201 and r.json["rows"] == 1, r.json
+def test_residents_export_carries_every_record_item(xenv):
+    boss = xenv.token("boss1")
+    r = xenv.export(boss, witness=xenv.witness("clerk1"))
+    assert r.status_code == 201, r.json
+    blob = (xenv.media / r.json["file"]).read_bytes()
+    first = json.loads(pyrage.decrypt(blob, [xenv.identity]).decode().splitlines()[0])
+    assert set(first) == set(RECORD_ITEMS)  # not only the 8 F2 items
+    code = first["juminhyo_code"]
+    current = xenv.svc.store.get_current(code)
+    assert first["name_kana"] == current["name_kana"] and first["became_resident_on"] == \
+        current.get("became_resident_on")
+
+

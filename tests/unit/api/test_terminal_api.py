@@ -415,3 +415,69 @@ def test_two_of_four_searches_the_local_store_by_address_and_birth_date(tmp_path
                    for x in r.json["results"])
     finally:
         e.svc.engine.dispose()
+
+
+def _spec() -> dict:
+    from importlib import resources
+
+    import yaml
+
+    return yaml.safe_load(resources.files("jukics.api").joinpath("terminal.yaml").read_text(encoding="utf-8"))
+
+
+def _routes(app) -> set[tuple[str, str]]:
+    """(path template, METHOD) of every responder the falcon app routes."""
+    out: set[tuple[str, str]] = set()
+
+    def walk(nodes):
+        for node in nodes:
+            if node.resource is not None:
+                for method, responder in node.method_map.items():
+                    if getattr(responder, "__self__", None) is node.resource:  # not falcon's defaults
+                        out.add((node.uri_template, method))
+            walk(node.children)
+
+    walk(app._router._roots)
+    return out
+
+
+def test_terminal_yaml_documents_every_route_and_only_routed_ones(tmp_path):
+    from test_terminal_exports import ExportEnv
+
+    e = ExportEnv(tmp_path)  # every optional route on (corrections, exports)
+    try:
+        routed = _routes(create_terminal_app(e.deps))
+    finally:
+        e.svc.engine.dispose()
+    spec = _spec()
+    documented = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
+    assert routed == documented
+    assert ("/v1/residents/{code}", "GET") in routed and ("/v1/exports", "POST") in routed
+
+
+def test_terminal_yaml_error_codes_have_their_status_and_schemas_resolve():
+    from jukics.api.errors import API_ERRORS
+
+    spec = _spec()
+    schemas = spec["components"]["schemas"]
+    refs: list[str] = []
+
+    def collect(node):
+        if isinstance(node, dict):
+            refs.extend(v for k, v in node.items() if k == "$ref")
+            for v in node.values():
+                collect(v)
+        elif isinstance(node, list):
+            for v in node:
+                collect(v)
+
+    collect(spec)
+    assert refs and all(r.removeprefix("#/components/schemas/") in schemas for r in refs)
+    enum = set(schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"])
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            assert "requestBody" in op or method in ("get", "delete") or "parameters" in op, (path, method)
+            assert any(s.startswith("2") for s in op["responses"]), (path, method)
+            for status, resp in op["responses"].items():
+                for code in resp.get("x-error-codes", []):
+                    assert code in enum and API_ERRORS[code][0].startswith(status), (path, method, code)

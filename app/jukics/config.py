@@ -303,6 +303,8 @@ class Config:
     duties: Any = None  # jukics.auth.rbac.Duties (the [roles] table, or the default)
     #: [exports] recipients: name -> age X25519 public keys an export is encrypted to (jukics.exports)
     export_recipients: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: [exports] media_dir: where the terminal API writes exports (the mounted medium); None: no API exports
+    export_media_dir: Path | None = None
     source: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -505,8 +507,11 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     from jukics.exports import parse_recipients
 
     recipients = parse_recipients(r.section("exports").get("recipients"), r.problems)
-    if set(r.section("exports")) - {"recipients"}:
-        r.problems.append("exports: unknown keys (known: recipients)")
+    if set(r.section("exports")) - {"recipients", "media_dir"}:
+        r.problems.append("exports: unknown keys (known: recipients, media_dir)")
+    media_dir = r.section("exports").get("media_dir")
+    if media_dir is not None and not (isinstance(media_dir, str) and media_dir.startswith("/")):
+        r.problems.append("exports.media_dir: must be an absolute path (the mount point of the export medium)")
 
     if r.problems:
         raise ConfigError(r.problems)
@@ -537,6 +542,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         terminal_listener=terminal_listener,
         duties=duties,
         export_recipients=recipients,
+        export_media_dir=Path(media_dir) if isinstance(media_dir, str) and media_dir.startswith("/") else None,
         source=source,
         raw=data,
     )

@@ -36,7 +36,7 @@ from sqlalchemy import Engine, insert, select
 from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.auth.operators import OperatorStore
 from jukics.auth.rbac import Duties
-from jukics.domain.fields import F2_ITEMS
+from jukics.domain.fields import RECORD_ITEMS
 from jukics.metrics import EXPORTS
 from jukics.store.clock import Clock, iso_utc, utc_now
 from jukics.store.db import write_transaction
@@ -204,7 +204,7 @@ class ExportService:
                     yield d
             return
         for rec in self.residents(list(codes) if dataset == "search" and codes else None):
-            yield {k: rec.get(k) for k in F2_ITEMS}
+            yield {k: rec.get(k) for k in RECORD_ITEMS}  # the whole 本人確認情報 record
 
     def _write(self, dataset: str, recipient: str, target: Path, codes: Sequence[str] | None) -> tuple[int, str]:
         keys = [pyrage.x25519.Recipient.from_str(k) for k in self.recipients[recipient]]

@@ -97,10 +97,10 @@ class Service:
                              clock=self.clock)
 
     def _export_residents(self, codes: Any) -> Any:
-        from jukics.domain.fields import F2_ITEMS
+        from jukics.domain.fields import RECORD_ITEMS
 
         if codes is None:
-            return self.store.iter_current(F2_ITEMS)
+            return self.store.iter_current(RECORD_ITEMS)
         return self.store.get_current_many(codes).values()
 
     def today(self) -> dt.date:
@@ -231,6 +231,7 @@ def build_terminal_app(config: Config, *, identity: IdentitySource = identity_fr
         allowed_terminals=term.allowed_terminals, identity=identity, operators=svc.operators, sessions=sessions,
         duties=config.duties, router=router, audit=svc.audit, purposes=term.purposes, result_cap=term.result_cap,
         corrections=Corrections(svc.engine, svc.store, svc.intake, svc.audit, clock=svc.clock),
+        exports=svc.exports if config.export_media_dir is not None else None, export_dir=config.export_media_dir,
         max_body_bytes=min(config.max_body_bytes, 64 * 1024)))
 
 

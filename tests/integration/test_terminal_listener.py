@@ -112,6 +112,10 @@ def test_login_search_and_refusals_over_mtls(terminal_listener):
                         {"criteria": {"name_kana": "シケン ハナコ"}, "purpose": "F7-inquiry",
                          "access_logged_ack": True}, token)
     assert status == 400 and body["error"]["code"] == "E_SEARCH_CRITERIA", body
+    # view: nobody has this code on an empty file
+    status, body = call(terminal_listener, "terminal", "GET",
+                        "/v1/residents/12345678901?purpose=F7-inquiry&access_logged_ack=true", token=token)
+    assert status == 404 and body["error"]["code"] == "E_UNKNOWN_RESIDENT", body
     # a certificate from the same CA but not a listed terminal: refused before any session check
     status, body = call(terminal_listener, "kizon", "POST", "/v1/searches",
                         {"criteria": {"juminhyo_code": "12345678901"}, "purpose": "F7-inquiry",

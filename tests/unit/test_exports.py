@@ -222,3 +222,18 @@ kenchou = "{identity.to_public()}"
     assert b"export.create" in pyrage.decrypt(out.read_bytes(), [identity])
     assert cli_main([*base, "export", "list"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["sha256"] == record["sha256"]
+
+
+def test_residents_dataset_exports_every_record_item(env):
+    from jukics.domain.fields import F2_ITEMS, RECORD_ITEMS
+
+    _engine, svc, identity, witness, tmp = env
+    RESIDENTS[0]["name_kana"] = "しけん たろう"  # not an F2 item: it must be on the medium all the same
+    try:
+        svc.create("mgr1", witness("cnt1"), dataset="residents", recipient="kenchou", media_id="M",
+                   target=tmp / "r.age")
+    finally:
+        del RESIDENTS[0]["name_kana"]
+    first = json.loads(pyrage.decrypt((tmp / "r.age").read_bytes(), [identity]).decode().splitlines()[0])
+    assert set(first) == set(RECORD_ITEMS) and set(RECORD_ITEMS) > set(F2_ITEMS)
+    assert first["name_kana"] == "しけん たろう"

@@ -13,8 +13,10 @@ Resources stay thin: the rules live in auth/sessions.py, auth/rbac.py and links/
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import falcon
@@ -27,6 +29,8 @@ from jukics.audit.chain import AuditEvent, AuditLog
 from jukics.auth.operators import OperatorStore
 from jukics.auth.rbac import Duties
 from jukics.auth.sessions import Session, SessionError, SessionStore
+from jukics.domain.fields import RECORD_ITEMS
+from jukics.exports import ExportError, ExportService, WitnessCredentials
 from jukics.links.routing import QueryAnswer, QueryRefused, QueryRouter
 from jukics.store.corrections import CorrectionError, Corrections
 
@@ -47,6 +51,8 @@ class TerminalDeps:
     audit: AuditLog
     purposes: Mapping[str, str]  # code -> description
     corrections: Corrections | None = None
+    exports: ExportService | None = None
+    export_dir: Path | None = None  # [exports] media_dir: the mounted medium the API writes to
     result_cap: int = 50
     notice: str = DEFAULT_NOTICE
     max_body_bytes: int = 64 * 1024
@@ -208,6 +214,49 @@ class SearchResource(_QueryBase):
                                                           terminal=terminal), purpose)
 
 
+class ResidentResource(_Base):
+    """GET /v1/residents/{code}?purpose=...&access_logged_ack=true: the current 本人確認情報 record.
+
+    The same gate as a search (``view`` permission, purpose code, acknowledgement), then the local
+    file only (a view is of this municipality's residents). Audited as ``query.view`` with the
+    code as a keyed hash (the audit log hashes every value not on its non-personal list).
+    """
+
+    kind = "view"
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, code: str) -> None:
+        terminal = self.terminal(req)
+        purpose = req.get_param("purpose") or ""
+        session = self.session(req, terminal, "view", self.kind, purpose)
+        if purpose not in self.deps.purposes:
+            metrics.SEARCHES.labels(kind=self.kind, purpose="invalid", result="E_PURPOSE_REQUIRED").inc()
+            raise self.refuse("E_PURPOSE_REQUIRED", terminal=terminal, actor=session.user_id, action=self.kind,
+                              purpose=purpose)
+        if req.get_param("access_logged_ack") != "true":
+            metrics.SEARCHES.labels(kind=self.kind, purpose=purpose, result="E_ACCESS_NOT_ACKNOWLEDGED").inc()
+            raise self.refuse("E_ACCESS_NOT_ACKNOWLEDGED", terminal=terminal, actor=session.user_id,
+                              action=self.kind, purpose=purpose)
+        query = {"juminhyo_code": code, "source": "local"}
+        code = code.strip()
+        record, err = None, None
+        if not self.deps.router.is_valid_code(code):
+            err = "E_SEARCH_CRITERIA"
+        else:
+            record = self.deps.router.store.get_current(code)
+            if record is None or record.get("record_status") != "current":
+                err = "E_UNKNOWN_RESIDENT"  # a 消除者 is not viewed here
+        self.deps.audit.append(AuditEvent(actor=session.user_id, terminal=terminal, action="query.view",
+                                          purpose=purpose[:64], query=query, targets=[] if err else [code],
+                                          result_count=0 if err else 1, outcome="refused" if err else "ok",
+                                          code=err))
+        metrics.SEARCHES.labels(kind=self.kind, purpose=purpose, result=err or "found").inc()
+        if err is not None:
+            raise ApiError(err, "not a valid 住民票コード (11 digits, check digit)" if err == "E_SEARCH_CRITERIA"
+                           else None)
+        assert record is not None
+        resp.media = {"source": "local", "record": {k: record.get(k) for k in RECORD_ITEMS}}
+
+
 class CorrectionsResource(_Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         terminal = self.terminal(req)
@@ -258,6 +307,61 @@ class CorrectionDecisionResource(_Base):
         resp.media = {"id": d.id, "status": d.status, "result_code": d.result_code}
 
 
+class ExportsResource(_Base):
+    """POST /v1/exports: an age-encrypted data set onto the medium, witnessed; GET: the register.
+
+    The requester is the session's operator (``export`` permission, held only by a management
+    role); the witness logs in within the same request (user id, password, TOTP) inside
+    ExportService, which checks, writes, records and audits everything (refusals included). The
+    answer names the data set, row count, sha256 and media id, never the data.
+    """
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        terminal = self.terminal(req)
+        s = self.session(req, terminal, "export", "export.list")
+        assert self.deps.exports is not None
+        rows = self.deps.exports.list()
+        self.deps.audit.append(AuditEvent(actor=s.user_id, terminal=terminal, action="export.list", purpose="export",
+                                          result_count=len(rows)))
+        resp.media = {"exports": [{k: r[k] for k in _EXPORT_FIELDS if k in r} for r in rows]}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        terminal = self.terminal(req)
+        data = self.body(req)
+        s = self.session(req, terminal, "export", "export.create")
+        assert self.deps.exports is not None and self.deps.export_dir is not None
+        dataset, recipient, media_id = data.get("dataset"), data.get("recipient"), data.get("media_id")
+        codes, w = data.get("codes"), data.get("witness")
+        if not all(isinstance(v, str) for v in (dataset, recipient, media_id)) or not (
+                codes is None or (isinstance(codes, list) and all(isinstance(c, str) for c in codes))):
+            raise ApiError("E_BODY_SHAPE", "dataset, recipient and media_id are strings, codes a list of strings")
+        witness = None
+        if w is not None:  # absent: ExportService refuses and audits E_EXPORT_NO_WITNESS
+            if not (isinstance(w, dict) and all(isinstance(w.get(k), str) for k in ("user_id", "password", "totp"))):
+                raise ApiError("E_BODY_SHAPE", "witness is {user_id, password, totp}, all strings")
+            witness = WitnessCredentials(w["user_id"], w["password"], w["totp"])
+        # the file name is the server's: media id (checked by ExportService), data set and time
+        # (a bad media id or data set is refused by ExportService before the path is used)
+        stamp = self.deps.exports.clock().strftime("%Y%m%dT%H%M%SZ")
+        name = f"{media_id}-{dataset}-{stamp}.age" if _FILE_NAME.match(f"{media_id}-{dataset}") else "refused.age"
+        try:
+            rec = self.deps.exports.create(s.user_id, witness, dataset=dataset, recipient=recipient,
+                                           media_id=media_id, target=self.deps.export_dir / name, codes=codes,
+                                           terminal=terminal)
+        except ExportError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        except OSError:  # audited as E_EXPORT_FAILED by ExportService; no partial file is left
+            raise ApiError("E_EXPORT_FAILED") from None
+        resp.status = falcon.HTTP_201
+        out = rec.as_dict()
+        resp.media = {k: out[k] for k in _EXPORT_FIELDS} | {"file": Path(rec.path).name}
+
+
+_EXPORT_FIELDS = ("export_id", "dataset", "rows", "sha256", "media_id", "recipient", "requester", "witness",
+                  "started_at", "finished_at")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+
+
 def create_terminal_app(deps: TerminalDeps) -> falcon.App:
     app = falcon.App()
     errors.install(app)
@@ -265,10 +369,12 @@ def create_terminal_app(deps: TerminalDeps) -> falcon.App:
     app.add_route("/v1/search-notice", NoticeResource(deps))
     app.add_route("/v1/identity-checks", IdentityCheckResource(deps))
     app.add_route("/v1/searches", SearchResource(deps))
+    app.add_route("/v1/residents/{code}", ResidentResource(deps))
     if deps.corrections is not None:
         app.add_route("/v1/corrections", CorrectionsResource(deps))
         app.add_route("/v1/corrections/{rid}", CorrectionResource(deps))
         app.add_route("/v1/corrections/{rid}/approve", CorrectionDecisionResource(deps, True))
         app.add_route("/v1/corrections/{rid}/reject", CorrectionDecisionResource(deps, False))
-    # /v1/exports (terminal.yaml) is left to the lead: the export module is another helper's work
+    if deps.exports is not None and deps.export_dir is not None:
+        app.add_route("/v1/exports", ExportsResource(deps))
     return app

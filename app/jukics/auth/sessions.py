@@ -65,6 +65,7 @@ class SessionStore:
             raise SessionError(E_SESSION_REQUIRED)
         now = self.clock()
         h = _digest(token)
+        expired = False
         with write_transaction(self.engine) as conn:
             row = conn.execute(select(terminal_sessions).where(terminal_sessions.c.token_hash == h)).first()
             if row is None:
@@ -74,9 +75,12 @@ class SessionStore:
             if (parse_iso_utc(row.last_seen_at) + self.idle <= now
                     or parse_iso_utc(row.created_at) + self.absolute <= now):
                 conn.execute(delete(terminal_sessions).where(terminal_sessions.c.token_hash == h))
-                raise SessionError(E_SESSION_EXPIRED, row.user_id)
-            conn.execute(update(terminal_sessions).where(terminal_sessions.c.token_hash == h)
-                         .values(last_seen_at=iso_utc(now)))
+                expired = True  # refused after the commit: raising here would roll the delete back
+            else:
+                conn.execute(update(terminal_sessions).where(terminal_sessions.c.token_hash == h)
+                             .values(last_seen_at=iso_utc(now)))
+        if expired:
+            raise SessionError(E_SESSION_EXPIRED, row.user_id)
         return Session(row.user_id, row.terminal, tuple(json.loads(row.roles)))
 
     def close(self, token: str) -> bool:

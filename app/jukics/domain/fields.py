@@ -70,6 +70,10 @@ HASHED_SEARCH_KEYS: Final[tuple[str, ...]] = (
     "address",
 )
 
+#: The whole 本人確認情報 record as kept and shown (view, exports): every field but the derived
+#: search key 清音化かな氏名.
+RECORD_ITEMS: Final[tuple[str, ...]] = tuple(f for f in LABELS if f != "name_kana_seion")
+
 #: F2: exactly these 8 items go to the 都道府県サーバ (seed 002 §2).
 F2_ITEMS: Final[tuple[str, ...]] = (
     "juminhyo_code",

@@ -179,6 +179,10 @@ class QueryRouter:
             rows = self.store.find_by_name_and_birth_date(given["name_kana"], given["birth_date"])
         elif "name_kana" in given and "address" in given:
             rows = self.store.find_by_name_and_address(given["name_kana"], given["address"])
+        elif "birth_date" in given and "address" in given and not given.keys() & NAME_KEYS:
+            # two_of_four only (check_search_keys refuses the pair otherwise): like the other pairs,
+            # through the keyed hashes of the local file
+            rows = self.store.find_by_birth_date_and_address(given["birth_date"], given["address"])
         else:
             answer.skipped[LOCAL] = "the local file is searched by ふりがな氏名 (name_kana)"
             return []

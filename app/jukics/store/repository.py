@@ -291,6 +291,11 @@ _BY_NAME_AND_ADDRESS = (
     .select_from(_JOINED)
     .where(cur.name_seion_hash == bindparam("n"), cur.address_hash == bindparam("a"))
 )
+_BY_BIRTH_AND_ADDRESS = (
+    select(*_READ_COLUMNS)
+    .select_from(_JOINED)
+    .where(cur.birth_date_hash == bindparam("b"), cur.address_hash == bindparam("a"))
+)
 _PENDING = (
     select(outbox.c.seq, outbox.c.kind, outbox.c.created_at, ver.code_hash, ver.update_seq, ver.record_ct)
     .select_from(outbox.join(resident_versions, ver.id == outbox.c.version_id))
@@ -799,6 +804,13 @@ class ResidentStore:
         return self._find(
             _BY_NAME_AND_ADDRESS,
             {"n": self._hash("name_kana_seion", name_kana), "a": self._hash("address", address)},
+        )
+
+    def find_by_birth_date_and_address(self, birth_date: str, address: str) -> list[dict]:
+        """Search by 生年月日 + 住所 (the "2 of 4" reading of the search rule), via keyed hashes."""
+        return self._find(
+            _BY_BIRTH_AND_ADDRESS,
+            {"b": self._hash("birth_date", birth_date), "a": self._hash("address", address)},
         )
 
     def iter_current(self, items: Sequence[str], *, batch: int = 2000) -> Iterator[dict[str, Any]]:

@@ -115,6 +115,8 @@ residents_current = Table(
     CheckConstraint("status IN ('current', 'deleted')", name="status"),
     Index(None, "my_number_hash"),
     Index(None, "name_seion_hash"),
+    # 生年月日 + 住所 without 氏名: searched only in the "2 of 4" mode of the terminal search rule
+    Index("ix_residents_current_birth_address", "birth_date_hash", "address_hash"),
     # Partial: only 消除者 rows enter it, so living residents cost nothing here.
     Index(
         None,

@@ -335,3 +335,149 @@ def test_correction_of_identifiers_refused(env):
                                      "changes": {"my_number": "123456789018"}, "reason": "x"}, env.token("clerk1"))
     assert r.status_code == 400 and r.json["error"]["code"] == "E_CORRECTION_FIELDS"
     assert env.events()[-1][:3] == ("correction.request", "refused", "E_CORRECTION_FIELDS")
+
+
+def view(env: Env, code: str, token: str | None, purpose: str = "F5-counter", ack: str = "true"):
+    return env.client.simulate_get(f"/v1/residents/{code}", params={"purpose": purpose, "access_logged_ack": ack},
+                                   headers={"Authorization": f"Bearer {token}"} if token else {})
+
+
+def test_view_returns_the_whole_record_and_is_audited_without_personal_data(env):
+    from jukics.domain.fields import RECORD_ITEMS
+
+    p = person(env)
+    code = attr(p, "juminhyo_code")
+    r = view(env, code, env.token())
+    assert r.status_code == 200, r.json
+    rec = r.json["record"]
+    assert set(rec) == set(RECORD_ITEMS) and rec["juminhyo_code"] == code
+    assert rec["name_kana"] == attr(p, "name_kana") and rec["record_status"] == "current"
+    with env.svc.engine.connect() as conn:
+        row = conn.execute(select(audit_log).order_by(audit_log.c.seq.desc()).limit(1)).one()
+    assert (row.action, row.outcome, row.actor, row.purpose, row.result_count) == (
+        "query.view", "ok", "clerk1", "F5-counter", 1)
+    stored = row.query + row.target_ids
+    assert code not in stored and attr(p, "name_kanji") not in stored
+    assert env.svc.audit.target_id(code) in row.target_ids
+
+
+def test_view_refusals(env):
+    token = env.token()
+    code = attr(person(env), "juminhyo_code")
+    from jukics.domain.identifiers import ProvisionalCheckDigitJuminhyoCodeValidator
+
+    # the check-digit validator (synthetic codes are made valid under it)
+    valid = env.deps.router.is_valid_code = ProvisionalCheckDigitJuminhyoCodeValidator().is_valid
+    assert valid(code)
+    bad_digit = next(code[:-1] + d for d in "0123456789" if not valid(code[:-1] + d))
+    r = view(env, bad_digit, token)
+    assert r.status_code == 400 and r.json["error"]["code"] == "E_SEARCH_CRITERIA"
+    assert env.events()[-1] == ("query.view", "refused", "E_SEARCH_CRITERIA", "clerk1")
+    assert view(env, "1234567890x", token).json["error"]["code"] == "E_SEARCH_CRITERIA"
+    # a valid code nobody has
+    unknown = next(c for c in (f"{n:010d}{d}" for n in range(10**9, 10**9 + 50) for d in "0123456789")
+                   if valid(c) and env.svc.store.get_current(c) is None)
+    r = view(env, unknown, token)
+    assert r.status_code == 404 and r.json["error"]["code"] == "E_UNKNOWN_RESIDENT"
+    assert env.events()[-1] == ("query.view", "refused", "E_UNKNOWN_RESIDENT", "clerk1")
+    r = view(env, code, token, purpose="")
+    assert r.status_code == 400 and r.json["error"]["code"] == "E_PURPOSE_REQUIRED"
+    r = view(env, code, token, ack="false")
+    assert r.json["error"]["code"] == "E_ACCESS_NOT_ACKNOWLEDGED"
+    assert env.events()[-1][:3] == ("terminal.refused", "refused", "E_ACCESS_NOT_ACKNOWLEDGED")
+    assert view(env, code, None).status_code == 401
+    r = view(env, code, env.token("vend1"))
+    assert r.status_code == 403 and r.json["error"]["code"] == "E_FORBIDDEN"
+    assert env.events()[-1] == ("terminal.refused", "refused", "E_FORBIDDEN", "vend1")
+
+
+def test_an_expired_session_row_is_deleted_although_the_request_is_refused(env):
+    token = env.token()
+    env.clock.tick(minutes=16)
+    r = env.search(token, {"juminhyo_code": attr(person(env), "juminhyo_code")})
+    assert r.json["error"]["code"] == "E_SESSION_EXPIRED"
+    with env.svc.engine.connect() as conn:
+        assert conn.execute(select(terminal_sessions)).all() == []  # the refusal did not roll the delete back
+    r = env.search(token, {"juminhyo_code": attr(person(env), "juminhyo_code")})
+    assert r.json["error"]["code"] == "E_SESSION_REQUIRED"  # the token is gone, not merely expired
+
+
+def test_two_of_four_searches_the_local_store_by_address_and_birth_date(tmp_path):
+    e = Env(tmp_path, rule="two_of_four")
+    try:
+        p = person(e, 4)
+        token = e.token()
+        r = e.search(token, {"address": attr(p, "address"), "birth_date": str(attr(p, "birth_date"))})
+        assert r.status_code == 200, r.json
+        assert r.json["source"] == "local" and "local" in r.json["asked"], r.json
+        assert attr(p, "juminhyo_code") in {x["juminhyo_code"] for x in r.json["results"]}
+        assert all(x["birth_date"] == str(attr(p, "birth_date")) and x["address"] == attr(p, "address")
+                   for x in r.json["results"])
+    finally:
+        e.svc.engine.dispose()
+
+
+def _spec() -> dict:
+    from importlib import resources
+
+    import yaml
+
+    return yaml.safe_load(resources.files("jukics.api").joinpath("terminal.yaml").read_text(encoding="utf-8"))
+
+
+def _routes(app) -> set[tuple[str, str]]:
+    """(path template, METHOD) of every responder the falcon app routes."""
+    out: set[tuple[str, str]] = set()
+
+    def walk(nodes):
+        for node in nodes:
+            if node.resource is not None:
+                for method, responder in node.method_map.items():
+                    if getattr(responder, "__self__", None) is node.resource:  # not falcon's defaults
+                        out.add((node.uri_template, method))
+            walk(node.children)
+
+    walk(app._router._roots)
+    return out
+
+
+def test_terminal_yaml_documents_every_route_and_only_routed_ones(tmp_path):
+    from test_terminal_exports import ExportEnv
+
+    e = ExportEnv(tmp_path)  # every optional route on (corrections, exports)
+    try:
+        routed = _routes(create_terminal_app(e.deps))
+    finally:
+        e.svc.engine.dispose()
+    spec = _spec()
+    documented = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
+    assert routed == documented
+    assert ("/v1/residents/{code}", "GET") in routed and ("/v1/exports", "POST") in routed
+
+
+def test_terminal_yaml_error_codes_have_their_status_and_schemas_resolve():
+    from jukics.api.errors import API_ERRORS
+
+    spec = _spec()
+    schemas = spec["components"]["schemas"]
+    refs: list[str] = []
+
+    def collect(node):
+        if isinstance(node, dict):
+            refs.extend(v for k, v in node.items() if k == "$ref")
+            for v in node.values():
+                collect(v)
+        elif isinstance(node, list):
+            for v in node:
+                collect(v)
+
+    collect(spec)
+    assert refs and all(r.removeprefix("#/components/schemas/") in schemas for r in refs)
+    enum = set(schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"])
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            assert "requestBody" in op or method in ("get", "delete") or "parameters" in op, (path, method)
+            assert any(s.startswith("2") for s in op["responses"]), (path, method)
+            for status, resp in op["responses"].items():
+                for code in resp.get("x-error-codes", []):
+                    assert code in enum and API_ERRORS[code][0].startswith(status), (path, method, code)

@@ -63,3 +63,25 @@ def test_build_terminal_app(tmp_path, mode, expected):
     r = testing.TestClient(app).simulate_get("/v1/search-notice")
     assert r.status_code == 200 and r.json["purposes"] == [{"code": "F5-counter", "description": "窓口"}]
     svc.engine.dispose()
+
+
+def test_exports_route_only_with_a_media_dir(tmp_path):
+    import pyrage
+
+    data = base(tmp_path)
+    key = str(pyrage.x25519.Identity.generate().to_public())
+    for media_dir, routed in ((None, False), (str(tmp_path), True)):
+        data["exports"] = {"recipients": {"kenchou": key}} | ({"media_dir": media_dir} if media_dir else {})
+        config = parse_config(data)
+        assert config.export_media_dir == (tmp_path if media_dir else None)
+        svc = Service(config)
+        db.upgrade(svc.engine)
+        app = build_terminal_app(config, identity=lambda env: PeerIdentity((T1,), None), service=svc)
+        r = testing.TestClient(app).simulate_get("/v1/exports")
+        # routed: refused for want of a session; not routed: 404
+        assert r.json["error"]["code"] == ("E_SESSION_REQUIRED" if routed else "E_NOT_FOUND")
+        svc.engine.dispose()
+    data["exports"] = {"media_dir": "relative/dir"}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert "exports.media_dir" in str(err.value)

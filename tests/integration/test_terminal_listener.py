@@ -9,14 +9,12 @@ import http.client
 import json
 import ssl
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyotp
 import pytest
-from conftest import _env, free_port
+from conftest import ServiceProcesses, _env, free_port, write_lab_config
 
 PASSWORD = "Counter-Staff-2026"
 
@@ -24,25 +22,8 @@ PASSWORD = "Counter-Staff-2026"
 @pytest.fixture(scope="module")
 def terminal_listener(tmp_path_factory: pytest.TempPathFactory, lab_pki: Path) -> Iterator[dict]:
     work = tmp_path_factory.mktemp("terminal")
-    intake, port = free_port(), free_port()
-    config = work / "jukics.toml"
-    config.write_text(f"""
-[cs]
-municipality_code = "142140"
-environment = "lab"
-[database]
-url = "sqlite:///{work}/jukics.db"
-[keystore]
-backend = "dev"
-dev_secret_file = "{work}/dev-secret"
-[intake]
-listen = "127.0.0.1:{intake}"
-cert_file = "{lab_pki}/cs.crt"
-key_file = "{lab_pki}/cs.key"
-client_ca_file = "{lab_pki}/ca.crt"
-allowed_clients = ["kizon.lab.jukics.example"]
-[server]
-workers = 1
+    port = free_port()
+    config = write_lab_config(work, lab_pki, free_port(), extra=f"""
 [terminal_listener]
 listen = "127.0.0.1:{port}"
 cert_file = "{lab_pki}/cs.crt"
@@ -51,33 +32,21 @@ client_ca_file = "{lab_pki}/ca.crt"
 allowed_terminals = ["term-01.lab.jukics.example"]
 [terminal_listener.purposes]
 F7-inquiry = "住民からの照会"
-""", encoding="utf-8")
-    cli = [sys.executable, "-m", "jukics", "--config", str(config)]
-    assert subprocess.run([*cli, "db", "upgrade"], env=_env(), capture_output=True, check=False).returncode == 0
+""")
+    services = ServiceProcesses(work, config)
+    services.upgrade()
     expires = (dt.date.today() + dt.timedelta(days=30)).isoformat()
-    added = subprocess.run([*cli, "operator", "add", "clerk1", "--actor", "admin", "--department", "市民課",
-                            "--role", "counter", "--expires", expires], input=PASSWORD + "\n", env=_env(),
-                           capture_output=True, text=True, check=False)
+    added = services.run("operator", "add", "clerk1", "--actor", "admin", "--department", "市民課", "--role",
+                         "counter", "--expires", expires, stdin=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr
     totp = pyotp.parse_uri(json.loads(added.stdout.splitlines()[0])["provisioning_uri"])
-    log = (work / "terminal.log").open("w")
-    proc = subprocess.Popen([*cli, "serve", "--listener", "terminal"], stdout=log, stderr=subprocess.STDOUT,
-                            env=_env(), cwd=work)
+    services.start("terminal", "serve", "--listener", "terminal")
     try:
-        for _ in range(100):
-            try:
-                status, _ = call({"port": port, "pki": lab_pki}, "terminal", "GET", "/v1/search-notice")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, (work / "terminal.log").read_text()[-2000:]
-            time.sleep(0.3)
-        yield {"port": port, "pki": lab_pki, "totp": totp, "cli": cli}
+        services.wait_until(lambda: call({"port": port, "pki": lab_pki}, "terminal", "GET",
+                                         "/v1/search-notice")[0] == 200, "the terminal listener")
+        yield {"port": port, "pki": lab_pki, "totp": totp, "cli": services.cli}
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+        services.stop_all()
 
 
 def call(listener: dict, leaf: str | None, method: str, path: str, body: dict | None = None,

@@ -170,40 +170,19 @@ def test_recipients_config_is_checked():
     assert len(problems) == 2
 
 
-def test_export_cli(tmp_path, capsys, monkeypatch):
+def test_export_cli(tmp_path, capsys, monkeypatch, dev_cli):
     import io
 
     from jukics.cli.main import main as cli_main
 
     identity = pyrage.x25519.Identity.generate()
-    cfg = tmp_path / "jukics.toml"
-    cfg.write_text(f"""
-[cs]
-municipality_code = "142140"
-environment = "development"
-[database]
-url = "sqlite:///{tmp_path}/j.db"
-[keystore]
-backend = "dev"
-dev_secret_file = "{tmp_path}/secret"
-[intake]
-listen = "127.0.0.1:8443"
-cert_file = "/x"
-key_file = "/x"
-client_ca_file = "/x"
-allowed_clients = ["kizon"]
+    cli = dev_cli(extra_toml=f"""
 [exports.recipients]
 kenchou = "{identity.to_public()}"
 """)
-    base = ["--config", str(cfg)]
-    assert cli_main([*base, "db", "upgrade"]) == 0
-    secrets = {}
-    for uid, role in (("mgr1", "manager"), ("cnt1", "counter")):
-        monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
-        assert cli_main([*base, "operator", "add", uid, "--department", "市民課", "--role", role,
-                         "--expires", "2099-03-31", "--actor", "admin1"]) == 0
-        uri = json.loads(capsys.readouterr().out.splitlines()[-1])["provisioning_uri"]
-        secrets[uid] = pyotp.parse_uri(uri)
+    base = cli.base
+    secrets = {uid: cli.add_operator(uid, role=role, password=PASSWORD)
+               for uid, role in (("mgr1", "manager"), ("cnt1", "counter"))}
     out = tmp_path / "audit.age"
     create = [*base, "export", "create", "--dataset", "audit", "--recipient", "kenchou", "--media-id", "USB-7",
               "--out", str(out), "--requester", "mgr1", "--witness"]

@@ -44,5 +44,5 @@ def test_search_indexes_are_on_keyed_hashes_only(engine):
         for col in ix["column_names"]
     }
     # request_id / cert_id are message ids chosen by 既存住基 and the 転出地 CS, not resident data
-    assert indexed <= {"my_number_hash", "name_seion_hash", "deleted_at", "recorded_at", "delete_on", "code_hash",
-                       "request_id", "cert_id"}
+    assert indexed <= {"my_number_hash", "name_seion_hash", "birth_date_hash", "deleted_at", "recorded_at",
+                       "delete_on", "code_hash", "request_id", "cert_id"}

@@ -6,6 +6,7 @@ The search runs through the code the counter terminal uses:
    SELECT, AES-GCM decrypt and JSON decode of each hit): the store's share;
 2. ``QueryRouter.search`` (search-key rule check, local tier, filtering, projection and the audit
    record of the query, which is one write transaction): what a terminal search costs the service;
+   ``AuditLog.append`` of such a record alone is timed as well, to show the write's share;
 3. end to end through ``falcon.testing`` on the terminal app of ``build_terminal_app`` (a real
    operator logged in with password + TOTP, a session token, the access-logged acknowledgement and
    a purpose code), ``POST /v1/searches``: the router plus routing, session check and JSON.
@@ -235,6 +236,15 @@ def measure(folder: Path, info: dict[str, Any], args: argparse.Namespace) -> int
             raise SystemExit(f"search: refused: {exc.code}") from None
         return len(answer.results)
 
+    from jukics.audit.chain import AuditEvent
+
+    def audit_only(q: dict[str, str]) -> int:
+        # what the router adds to the store's search: one audit record, one write transaction (fsync)
+        svc.audit.append(AuditEvent(actor="bench", terminal="bench", action="query.search", purpose=PURPOSE,
+                                    query={"source": "local", "asked": "local"}, targets=[q["juminhyo_code"]],
+                                    result_count=1, outcome="ok"))
+        return 1
+
     client, token, _config = terminal_client(folder, svc)
     headers = {"Authorization": f"Bearer {token}"}
     errors: list[int] = []
@@ -249,6 +259,7 @@ def measure(folder: Path, info: dict[str, Any], args: argparse.Namespace) -> int
         return len(r.json.get("results", []))
 
     results = {"store": timed("store.find_by_name_and_birth_date", queries, args.warmup, by_store),
+               "audit_append": timed("AuditLog.append alone (one commit)", queries, args.warmup, audit_only),
                "router": timed("QueryRouter.search (audited)", queries, args.warmup, by_router),
                "http": timed("POST /v1/searches (falcon.testing, session)", queries, args.warmup, by_http)}
     svc.engine.dispose()

@@ -119,8 +119,19 @@ def main() -> int:
     ap.add_argument("--searches", type=int, default=5000, help="timed searches per stage")
     ap.add_argument("--warmup", type=int, default=1000, help="searches before timing")
     ap.add_argument("--load-only", action="store_true", help="prepare the cached database and stop")
+    ap.add_argument("--db", type=Path, help="measure this cached folder as it is (e.g. one of an older schema "
+                                           "head, to compare); no load, no upgrade")
     args = ap.parse_args()
-    folder, info = ensure_database(args.n, args.seed, args.procs)
+    if args.db is not None:
+        from jukics.config import load_config
+        from jukics.service import Service
+        from jukics.store import db
+
+        folder = args.db.resolve()
+        info = {"cache": str(folder), "prepared": "given", "head": db.current_revision(
+            Service(load_config(folder / "jukics.toml")).engine)}
+    else:
+        folder, info = ensure_database(args.n, args.seed, args.procs)
     print(f"search: database {folder} ({info['prepared']})", flush=True)
     if args.load_only:
         return 0

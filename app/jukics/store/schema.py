@@ -10,7 +10,7 @@ table                         key                                          rando
 ``ix_..._recorded_at``        time, monotonic                              0 (appends)
 ``residents_current``         ``code_hash`` (WITHOUT ROWID)                1
 ``ix_current_my_number``      HMAC of 個人番号 (only when it changes)        1 on create, else 0
-``ix_current_name_seion``     HMAC of 清音化かな氏名 (when it changes)         1 on create, else 0
+``ix_current_name_birth``     HMACs of 清音化かな氏名, 生年月日 (on change)      1 on create, else 0
 ``applied_requests``          ``request_id`` (依頼管理番号)                   0 if monotonic, else 1
 ``outbox``                    ``(link, seq)``, 2 small rows                0 (two append points)
 ``audit_log``                 ``seq``                                      0 (appends)
@@ -114,7 +114,8 @@ residents_current = Table(
     PrimaryKeyConstraint("code_hash"),
     CheckConstraint("status IN ('current', 'deleted')", name="status"),
     Index(None, "my_number_hash"),
-    Index(None, "name_seion_hash"),
+    # 氏名 + 生年月日 in one index (migration 0010); 氏名 + 住所 uses its name prefix.
+    Index("ix_residents_current_name_birth", "name_seion_hash", "birth_date_hash"),
     # 生年月日 + 住所 without 氏名: searched only in the "2 of 4" mode of the terminal search rule
     Index("ix_residents_current_birth_address", "birth_date_hash", "address_hash"),
     # Partial: only 消除者 rows enter it, so living residents cost nothing here.

@@ -1,7 +1,7 @@
 """The index for the 生年月日 + 住所 search of the terminal's "2 of 4" search rule.
 
 Revision ID: 0009_terminal_app
-Revises: 0008_exports (the lead re-chains at merge)
+Revises: 0008_exports
 Create Date: 2026-12-07
 """
 

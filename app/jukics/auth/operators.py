@@ -169,7 +169,8 @@ class OperatorStore:
             return LoginResult(False, E_ACCOUNT_EXPIRED, user_id), False
         if row.locked_until is not None and parse_iso_utc(row.locked_until) > now:
             return LoginResult(False, E_ACCOUNT_LOCKED, user_id), False
-        password_ok = cred.verify_password(password, row.password_hash).ok
+        password_check = cred.verify_password(password, row.password_hash)
+        password_ok = password_check.ok
         secret = self.cipher.decrypt(f"operator-{user_id}", "totp", bytes(row.totp_secret_ct))
         totp = self.factor.verify(secret, code, last_counter=row.totp_last_step, now=now.timestamp())
         if not (password_ok and totp.ok):
@@ -189,6 +190,10 @@ class OperatorStore:
                 .values(totp_last_step=totp.step, failed_logins=0, locked_until=None,
                         last_login_at=iso_utc(now))).rowcount
             if moved == 1:
+                if password_check.needs_rehash:
+                    # an older KDF or a lower cost: the new hash, in the same transaction
+                    conn.execute(update(operators).where(operators.c.user_id == user_id)
+                                 .values(password_hash=cred.hash_password(password)))
                 self.audit.append(self._event(user_id, terminal, result), conn)
         if moved != 1:
             return self._failed(user_id, now, E_TOTP_REPLAY, terminal), True

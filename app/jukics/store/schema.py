@@ -305,7 +305,7 @@ inbound_seen = Table(
 
 
 # Operators (統合端末 staff, the 本人確認情報管理責任者, vendor accounts): one identity per person. The
-# password is a scrypt hash with its parameters (jukics.auth.credentials), the TOTP secret is
+# password is an Argon2id PHC string with its parameters (jukics.auth.credentials), the TOTP secret is
 # encrypted (record id ``operator-<user_id>``); ``totp_last_step`` makes each code usable once.
 # ``roles`` is a JSON list of role names from the duties table. Nothing here is resident data.
 operators = Table(

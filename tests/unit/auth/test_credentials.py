@@ -1,4 +1,5 @@
-"""Operator credentials: scrypt password hashes and TOTP with replay rejection."""
+"""Operator credentials: Argon2id password hashes (scrypt ones of the earlier scheme still verify) and TOTP
+with replay rejection."""
 
 from __future__ import annotations
 
@@ -12,20 +13,31 @@ T0 = 1_790_000_000.0  # a fixed clock: 2026-09-21
 
 
 def test_a_password_verifies_and_a_wrong_one_does_not():
-    encoded = c.hash_password("Correct-Horse-9", log2_n=10)
-    assert encoded.startswith("scrypt$10$8$1$")
+    encoded = c.hash_password("Correct-Horse-9", memory_kib=1024, iterations=1)
+    assert encoded.startswith("$argon2id$v=19$m=1024,t=1,p=1$")  # the PHC string argon2 tools read
     assert c.verify_password("Correct-Horse-9", encoded).ok
     assert not c.verify_password("Correct-Horse-8", encoded).ok
     assert c.verify_password("Correct-Horse-9", encoded).needs_rehash  # below today's cost
-    assert c.hash_password("Correct-Horse-9", log2_n=10) != encoded  # a fresh salt each time
+    assert c.hash_password("Correct-Horse-9", memory_kib=1024, iterations=1) != encoded  # a fresh salt each time
 
 
 def test_the_default_cost_needs_no_rehash():
-    assert c.verify_password("Correct-Horse-9", c.hash_password("Correct-Horse-9")) == c.PasswordCheck(True, False)
+    encoded = c.hash_password("Correct-Horse-9")
+    assert f"m={c.ARGON2_MEMORY_KIB},t={c.ARGON2_ITERATIONS},p={c.ARGON2_LANES}$" in encoded
+    assert c.verify_password("Correct-Horse-9", encoded) == c.PasswordCheck(True, False)
+
+
+def test_an_earlier_scrypt_hash_verifies_and_always_wants_a_rehash():
+    legacy = c.hash_password_scrypt("Correct-Horse-9", log2_n=10)
+    assert legacy.startswith("scrypt$10$8$1$")
+    assert c.verify_password("Correct-Horse-9", legacy) == c.PasswordCheck(True, True)
+    assert not c.verify_password("Correct-Horse-8", legacy).ok
 
 
 @pytest.mark.parametrize("broken", ["", "scrypt$10$8$1$!!$!!", "bcrypt$10$8$1$AAAA$AAAA", "scrypt$10$8$1$AAAA",
-                                    "scrypt$x$8$1$AAAA$AAAA"])
+                                    "scrypt$x$8$1$AAAA$AAAA", "$argon2id$v=19$m=1024,t=1,p=1$AAAA",
+                                    "$argon2id$v=19$m=x,t=1,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA",
+                                    "$argon2i$v=19$m=1024,t=1,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA"])
 def test_a_malformed_hash_never_verifies(broken):
     assert not c.verify_password("anything", broken).ok
 

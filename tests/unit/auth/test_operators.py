@@ -8,7 +8,7 @@ import os
 
 import pyotp
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 
 from jukics.audit.chain import AuditLog, verify
 from jukics.auth import operators as ops
@@ -61,7 +61,26 @@ def test_login_with_password_and_totp(store):
     with engine.connect() as conn:
         row = conn.execute(select(operators)).one()
     assert totp.secret.encode() not in bytes(row.totp_secret_ct)  # the enrolled secret is stored encrypted
-    assert row.password_hash.startswith("scrypt$")
+    assert row.password_hash.startswith("$argon2id$")
+
+
+def test_a_legacy_scrypt_hash_is_replaced_on_the_next_good_login(store):
+    from jukics.auth import credentials as cred
+
+    s, clock, totp, engine = store
+    with engine.begin() as conn:
+        conn.execute(update(operators).values(password_hash=cred.hash_password_scrypt(PASSWORD, log2_n=10)))
+    # a failed login changes nothing
+    assert not s.login("op0001", "Wrong-Password-1", code(totp, clock), terminal="t").ok
+    with engine.connect() as conn:
+        assert conn.execute(select(operators.c.password_hash)).scalar_one().startswith("scrypt$")
+    clock.now += dt.timedelta(seconds=31)
+    assert s.login("op0001", PASSWORD, code(totp, clock), terminal="t").ok
+    with engine.connect() as conn:
+        rehashed = conn.execute(select(operators.c.password_hash)).scalar_one()
+    assert rehashed.startswith("$argon2id$") and cred.verify_password(PASSWORD, rehashed) == cred.PasswordCheck(True)
+    clock.now += dt.timedelta(seconds=31)
+    assert s.login("op0001", PASSWORD, code(totp, clock), terminal="t").ok  # the new hash works
 
 
 def test_the_same_code_is_refused_the_second_time(store):
@@ -121,7 +140,7 @@ def test_add_refuses_bad_ids_weak_passwords_and_duplicates(store):
         s.add("op0002", "short", department="市民課", roles=[], account_expires_on=dt.date(2027, 1, 1), actor="a")
     assert cexc.value.code == E_PASSWORD_POLICY
     assert [o["user_id"] for o in s.list()] == ["op0001"]
-    assert json.dumps(s.list(), ensure_ascii=False).count("scrypt") == 0
+    assert json.dumps(s.list(), ensure_ascii=False).count("argon2") == 0
 
 
 def test_roles_and_totp_reset(store):

@@ -9,7 +9,11 @@ public key from ``[backup] escrow_recipient``. Inside, an uncompressed tar of:
 - ``manifest.json``: municipality_code, created_at, schema revision, per-table row counts and
   record digests, audit head hash, sha256 of ``db.sqlite``;
 - ``manifest.mac``: HMAC-SHA256 of the manifest under a key derived from the key store's audit key,
-  so a manifest rewritten by someone who only holds the (public) recipients is refused.
+  so a manifest rewritten by someone who only holds the (public) recipients is refused;
+- ``keystore-escrow.age``: the key store's sealed secret (every data, search and audit key derives
+  from it) age-encrypted to the escrow recipient ONLY, its sha256 in the manifest. The appliance
+  identity cannot open it; the escrow identity recovers the keys on a host whose TPM is new
+  (``restore_backup(..., escrow=True)``, which re-seals the secret into that host's key store).
 
 A restore decrypts into a scratch directory next to the live database, checks everything, re-runs
 the retention purge and the 送付先 deletion on the copy (no resurrection of purged records), and only
@@ -46,6 +50,9 @@ SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 SEALED_MAGIC: Final = b"JUKICS-SEALED-AGE-IDENTITY v1\n"
 LABEL_IDENTITY: Final = b"jukics backup-identity v1"
 LABEL_MANIFEST: Final = b"jukics backup-manifest v1"
+ESCROW_MEMBER: Final = "keystore-escrow.age"
+ESCROW_MAGIC: Final = b"JUKICS-KEYSTORE-ESCROW v1\n"
+FORMAT: Final = "jukics-backup v2"
 NAME_RE: Final = re.compile(r"^jukics-(\d{6})-(\d{8}T\d{6}Z)\.age$")
 #: tables never in a backup's digests (the 送付先 payloads are erased from the snapshot)
 SOFUSAKI_SQL: Final = "UPDATE card_messages SET payload_ct = NULL WHERE type = 'sofusaki'"
@@ -60,6 +67,7 @@ ERROR_CODES: Final[dict[str, str]] = {
     "E_BACKUP_INTEGRITY": "the database in the backup fails the SQLite integrity check",
     "E_BACKUP_UNSUPPORTED": "backups of this database kind are not supported",
     "E_BACKUP_IDENTITY": "the sealed backup identity is missing or cannot be unsealed",
+    "E_BACKUP_ESCROW": "the data-key escrow is missing, not for the given escrow key, or not the expected key store",
 }
 
 
@@ -214,6 +222,32 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _escrow_blob(keystore: KeyStore, escrow_recipient: str) -> bytes:
+    secret = getattr(keystore, "escrow_secret", None)
+    if secret is None:
+        raise BackupError("E_BACKUP_ESCROW", "this key store cannot escrow its secret")
+    return pyrage.encrypt(ESCROW_MAGIC + secret(), [pyrage.x25519.Recipient.from_str(escrow_recipient)])
+
+
+def open_escrow(blob: bytes, identities: list[Any]) -> KeyStore:
+    """The escrowed secret as an in-memory key store; E_BACKUP_ESCROW unless an identity opens it."""
+    from jukics.keystore.base import SECRET_BYTES, SecretKeyStore
+
+    try:
+        plain = pyrage.decrypt(blob, identities)
+    except Exception:
+        raise BackupError("E_BACKUP_ESCROW", "the data-key escrow does not open with the given escrow "
+                          "identity") from None
+    if not plain.startswith(ESCROW_MAGIC) or len(plain) != len(ESCROW_MAGIC) + SECRET_BYTES:
+        raise BackupError("E_BACKUP_ESCROW", "the data-key escrow is not a jukics key-store secret")
+    return SecretKeyStore(plain[len(ESCROW_MAGIC):])
+
+
+def fingerprint(keystore: KeyStore) -> str | None:
+    fp = getattr(keystore, "fingerprint", None)
+    return fp() if fp is not None else None
+
+
 def manifest_mac(manifest_bytes: bytes, keystore: KeyStore) -> str:
     return hmac.new(_subkey(keystore.audit_hmac_key(), LABEL_MANIFEST), manifest_bytes, hashlib.sha256).hexdigest()
 
@@ -263,18 +297,23 @@ def create_backup(database_url: str, municipality_code: str, settings: BackupSet
             head = dst.execute("SELECT seq, hash FROM audit_head").fetchone() if "audit_head" in counts else None
         finally:
             dst.close()
+        escrow_blob = _escrow_blob(keystore, settings.escrow_recipient)
         manifest = {
-            "format": "jukics-backup v1", "municipality_code": municipality_code,
+            "format": FORMAT, "municipality_code": municipality_code,
             "created_at": now.isoformat(), "schema_revision": revision,
             "row_counts": counts, "record_digests": digests,
             "audit_head": {"seq": head[0], "hash": bytes(head[1]).hex() if head[1] is not None else None}
             if head else None,
             "payload_sha256": _file_sha256(snap), "sofusaki_included": False,
+            "keystore_escrow": {"member": ESCROW_MEMBER, "sha256": hashlib.sha256(escrow_blob).hexdigest(),
+                                "recipient": settings.escrow_recipient},
+            "keystore_fingerprint": fingerprint(keystore),
         }
         mbytes = json.dumps(manifest, sort_keys=True, ensure_ascii=False).encode()
         tar_path = Path(work) / "backup.tar"
         with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
-            for name, data in (("manifest.json", mbytes), ("manifest.mac", manifest_mac(mbytes, keystore).encode())):
+            for name, data in (("manifest.json", mbytes), ("manifest.mac", manifest_mac(mbytes, keystore).encode()),
+                               (ESCROW_MEMBER, escrow_blob)):
                 info = tarfile.TarInfo(name)
                 info.size, info.mtime, info.mode = len(data), int(now.timestamp()), 0o600
                 tar.addfile(info, io.BytesIO(data))
@@ -302,6 +341,8 @@ def apply_retention(settings: BackupSettings) -> tuple[str, ...]:
 class Opened:
     db_path: Path
     manifest: dict[str, Any]
+    #: the key store whose keys the backup was made under (the escrowed one for an escrow open)
+    keystore: KeyStore
 
 
 def looks_encrypted(path: Path, probes: tuple[bytes, ...] = ()) -> bool:
@@ -311,8 +352,12 @@ def looks_encrypted(path: Path, probes: tuple[bytes, ...] = ()) -> bool:
 
 
 def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipality_code: str,
-                keystore: KeyStore) -> Opened:
-    """Decrypt into ``workdir`` and check everything; raise BackupError on the first problem."""
+                keystore: KeyStore | None, escrow: bool = False) -> Opened:
+    """Decrypt into ``workdir`` and check everything; raise BackupError on the first problem.
+
+    ``escrow=True``: ``identities`` are the escrow identity; the keys come from the backup's escrow
+    member (``keystore`` is not used), so a host with a new TPM can check and restore it.
+    """
     try:
         head = path.open("rb").read(len(AGE_MAGIC))
     except OSError:
@@ -325,27 +370,39 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
     except Exception as exc:  # pyrage raises DecryptError or a bare OSError (truncated stream)
         text = str(exc).lower()
         if "no matching keys" in text or "no identity matched" in text:
-            raise BackupError("E_BACKUP_WRONG_KEY", f"{path.name}: none of the given identities can decrypt it") \
-                from None
+            hint = "" if escrow else " (made by another appliance? restore it with --escrow-identity)"
+            raise BackupError("E_BACKUP_WRONG_KEY", f"{path.name}: none of the given identities can decrypt it"
+                              + hint) from None
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: decryption failed (truncated or corrupted)") from None
     try:
         with tarfile.open(tar_path, "r:") as tar:
             members = {m.name: m for m in tar.getmembers()}
-            if set(members) != {"manifest.json", "manifest.mac", "db.sqlite"} or not all(
-                    m.isfile() for m in members.values()):
+            base = {"manifest.json", "manifest.mac", "db.sqlite"}
+            if set(members) - {ESCROW_MEMBER} != base or not all(m.isfile() for m in members.values()):
                 raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: unexpected archive contents")
             mbytes = tar.extractfile(members["manifest.json"]).read()  # type: ignore[union-attr]
             mac = tar.extractfile(members["manifest.mac"]).read().decode()  # type: ignore[union-attr]
+            escrow_blob = tar.extractfile(members[ESCROW_MEMBER]).read() \
+                if ESCROW_MEMBER in members else None  # type: ignore[union-attr]
             with tar.extractfile(members["db.sqlite"]) as src, (workdir / "db.sqlite").open("wb") as out:  # type: ignore[union-attr]
                 shutil.copyfileobj(src, out, 1 << 20)
     except (tarfile.TarError, OSError, UnicodeDecodeError):
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: the archive inside is damaged") from None
     finally:
         tar_path.unlink(missing_ok=True)
+    if escrow:
+        if escrow_blob is None:
+            raise BackupError("E_BACKUP_ESCROW", f"{path.name}: carries no data-key escrow (a format v1 backup)")
+        keystore = open_escrow(escrow_blob, identities)
+    assert keystore is not None
     if not hmac.compare_digest(mac, manifest_mac(mbytes, keystore)):
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the manifest MAC does not verify (tampered, or "
-                          "made by another key store)")
+                          f"made by another key store{_other_store_hint(mbytes, keystore, escrow)})")
     manifest = json.loads(mbytes)
+    want = manifest.get("keystore_escrow")
+    if want is not None and (escrow_blob is None
+                             or hashlib.sha256(escrow_blob).hexdigest() != want.get("sha256")):
+        raise BackupError("E_BACKUP_ESCROW", f"{path.name}: the data-key escrow does not match the manifest")
     if manifest.get("municipality_code") != municipality_code:
         raise BackupError("E_BACKUP_MUNICIPALITY", f"{path.name}: made for municipality "
                           f"{manifest.get('municipality_code')}, this CS serves {municipality_code}")
@@ -364,7 +421,19 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: row counts or record digests differ from the manifest")
     if sofusaki:
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: holds 送付先情報 payloads (never backed up)")
-    return Opened(db_path, manifest)
+    return Opened(db_path, manifest, keystore)
+
+
+def _other_store_hint(mbytes: bytes, keystore: KeyStore, escrow: bool) -> str:
+    """For the message only (the MAC decides): name a backup made under another key store as such."""
+    try:
+        theirs = json.loads(mbytes).get("keystore_fingerprint")
+    except (ValueError, AttributeError):
+        return ""
+    ours = fingerprint(keystore)
+    if escrow or not theirs or theirs == ours:
+        return ""
+    return f": key store {theirs}, this host's {ours}; on a new TPM restore with --escrow-identity"
 
 
 def verify_audit_copy(db_path: Path) -> tuple[bool, str]:
@@ -381,8 +450,15 @@ def verify_audit_copy(db_path: Path) -> tuple[bool, str]:
 
 
 def restore_backup(path: Path, identities: list[Any], config: Any, keystore: KeyStore, *,
-                   actor: str = "jukics-restore", clock: Any = None) -> dict[str, Any]:
-    """Restore ``path`` over the live database of ``config`` (the service must be stopped)."""
+                   actor: str = "jukics-restore", clock: Any = None, escrow: bool = False,
+                   expect_fingerprint: str | None = None) -> dict[str, Any]:
+    """Restore ``path`` over the live database of ``config`` (the service must be stopped).
+
+    ``escrow=True`` (a host whose TPM is new, ``identities`` = the escrow identity): the backup is
+    checked under its escrowed keys, and only when everything passed is that secret re-sealed into
+    ``keystore`` (``adopt_secret``: the host's old blob is kept aside, never deleted) and the database
+    put in place. ``expect_fingerprint`` (from the escrow record) refuses an archive of another key store.
+    """
     from jukics.audit.chain import AuditEvent
     from jukics.service import Service
     from jukics.store.retention import purge
@@ -391,12 +467,17 @@ def restore_backup(path: Path, identities: list[Any], config: Any, keystore: Key
     live.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=live.parent, prefix=".restore-") as work:
         opened = open_backup(path, identities, Path(work), municipality_code=config.municipality_code,
-                             keystore=keystore)
+                             keystore=keystore, escrow=escrow)
+        got = fingerprint(opened.keystore)
+        if expect_fingerprint and got != expect_fingerprint.strip().lower():
+            raise BackupError("E_BACKUP_ESCROW", f"{path.name}: made under key store {got}, expected "
+                              f"{expect_fingerprint}")
         ok, summary = verify_audit_copy(opened.db_path)
         if not ok:
             raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the audit chain in the backup is broken ({summary})")
         scratch = replace(config, database_url=f"sqlite:///{opened.db_path}")
         svc = Service(scratch, clock=clock) if clock else Service(scratch)
+        svc.__dict__["keystore"] = opened.keystore  # the backup's keys (the escrowed ones on a new host)
         try:
             # No resurrection: purges and 送付先 deletions due since the backup are re-applied to the copy
             # before it becomes live (every deletion kind the CS has is due by date, so re-running is exact).
@@ -404,7 +485,8 @@ def restore_backup(path: Path, identities: list[Any], config: Any, keystore: Key
             purged["sofusaki_deleted"] = svc.card.purge_sent(actor=actor)
             purged["tenshutsu_unclaimed_deleted"] = svc.tokurei.purge_unclaimed()
             svc.audit.append(AuditEvent(actor=actor, terminal="cs", action="backup.restore", purpose="operation",
-                                        query={"backup": path.name, "created_at": opened.manifest["created_at"]},
+                                        query={"backup": path.name, "created_at": opened.manifest["created_at"],
+                                               "escrow": escrow},
                                         result_count=1))
         finally:
             svc.engine.dispose()
@@ -414,25 +496,38 @@ def restore_backup(path: Path, identities: list[Any], config: Any, keystore: Key
             conn.execute("PRAGMA journal_mode = DELETE")
         finally:
             conn.close()
+        adopted: dict[str, Any] = {}
+        if escrow:
+            adopt = getattr(keystore, "adopt_secret", None)
+            if adopt is None:
+                raise BackupError("E_BACKUP_ESCROW", "this host's key store cannot adopt an escrowed secret")
+            # last step before the swap: the copy passed everything, so the keys it needs become this host's
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            outcome, aside = adopt(opened.keystore.escrow_secret(), stamp)  # type: ignore[attr-defined]
+            adopted = {"keystore": outcome, "replaced_blob_kept_as": str(aside) if aside else None,
+                       "keystore_fingerprint": got}
         for suffix in ("-wal", "-shm"):
             Path(f"{live}{suffix}").unlink(missing_ok=True)
         os.replace(opened.db_path, live)
     return {"restored": path.name, "created_at": opened.manifest["created_at"],
-            "row_counts": opened.manifest["row_counts"], "purged_after_restore": purged}
+            "row_counts": opened.manifest["row_counts"], "purged_after_restore": purged, **adopted}
 
 
 def drill(path: Path, identities: list[Any], municipality_code: str, keystore: KeyStore,
-          scratch_parent: Path) -> dict[str, Any]:
+          scratch_parent: Path, *, escrow: bool = False) -> dict[str, Any]:
     """Restore into a scratch directory, check it all, delete the copy. Raises BackupError on failure."""
     if not looks_encrypted(path):
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: is not age ciphertext (or holds a SQLite header)")
     scratch_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".drill-") as work:
-        opened = open_backup(path, identities, Path(work), municipality_code=municipality_code, keystore=keystore)
+        opened = open_backup(path, identities, Path(work), municipality_code=municipality_code, keystore=keystore,
+                             escrow=escrow)
         ok, summary = verify_audit_copy(opened.db_path)
         if not ok:
             raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: audit chain broken ({summary})")
-    return {"backup": path.name, "row_counts": opened.manifest["row_counts"], "audit": summary}
+    return {"backup": path.name, "row_counts": opened.manifest["row_counts"], "audit": summary,
+            "keystore_fingerprint": opened.manifest.get("keystore_fingerprint"),
+            "escrow": opened.manifest.get("keystore_escrow") is not None}
 
 
 # --- node_exporter textfiles ---------------------------------------------------------------------

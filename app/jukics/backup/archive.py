@@ -533,16 +533,29 @@ def drill(path: Path, identities: list[Any], municipality_code: str, keystore: K
 # --- node_exporter textfiles ---------------------------------------------------------------------
 
 def write_textfile(metrics_dir: Path | None, name: str, gauges: Mapping[str, tuple[str, float]]) -> None:
-    """Write ``name``.prom atomically (prometheus-client writes a temp file in the same dir, then renames)."""
+    """Write ``name``.prom atomically, mode 0644 whatever the unit's UMask (node_exporter must read it).
+
+    A temp file in the same directory, fchmod'ed and fsynced, renamed over the old one: the collector
+    never sees a half-written or unreadable file.
+    """
     if metrics_dir is None:
         return
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     registry = CollectorRegistry()
     for metric, (doc, value) in gauges.items():
         Gauge(metric, doc, registry=registry).set(value)
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(metrics_dir / f"{name}.prom"), registry)
+    final = metrics_dir / f"{name}.prom"
+    tmp = metrics_dir / f".{name}.prom.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        os.fchmod(fd, 0o644)  # the umask (UMask=0077 in the units) would leave it 0600
+        os.write(fd, generate_latest(registry))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
 
 
 def previous_value(metrics_dir: Path | None, name: str, metric: str) -> float:

@@ -29,7 +29,6 @@ import io
 import json
 import os
 import re
-import shutil
 import sqlite3
 import tarfile
 import tempfile
@@ -367,16 +366,14 @@ def create_backup(database_url: str, municipality_code: str, settings: BackupSet
             "keystore_fingerprint": fingerprint(keystore),
         }
         mbytes = json.dumps(manifest, sort_keys=True, ensure_ascii=False).encode()
-        tar_path = Path(work) / "backup.tar"
-        with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
-            for name, data in (("manifest.json", mbytes), ("manifest.mac", manifest_mac(mbytes, keystore).encode()),
-                               (ESCROW_MEMBER, escrow_blob)):
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = len(data), int(now.timestamp()), 0o600
-                tar.addfile(info, io.BytesIO(data))
-            tar.add(snap, arcname="db.sqlite")
         tmp_out = Path(work) / "out.age"
-        pyrage.encrypt_file(str(tar_path), str(tmp_out), recipients)
+        members = [("manifest.json", mbytes), ("manifest.mac", manifest_mac(mbytes, keystore).encode()),
+                   (ESCROW_MEMBER, escrow_blob), ("db.sqlite", snap)]
+        # The tar is made on the fly as age reads it: no plaintext tar file, one pass less over the data.
+        with _TarSource(members, int(now.timestamp())) as src, tmp_out.open("wb") as out:
+            pyrage.encrypt_io(src, out, recipients)
+            out.flush()
+            os.fsync(out.fileno())
         os.chmod(tmp_out, 0o600)
         os.replace(tmp_out, final)
     removed = apply_retention(settings)
@@ -390,6 +387,178 @@ def apply_retention(settings: BackupSettings) -> tuple[str, ...]:
     for p in old:
         p.unlink()
     return tuple(p.name for p in old)
+
+
+# --- the tar inside the age file, made and taken apart as a stream ----------------------------------
+
+_BLOCK: Final = 512
+_SMALL_MAX: Final = 1 << 20
+
+
+class _TarSource(io.RawIOBase):
+    """A readable ustar stream of ``members`` ((name, bytes) or (name, Path), the Path read as it goes)."""
+
+    def __init__(self, members: list[tuple[str, bytes | Path]], mtime: int) -> None:
+        super().__init__()
+        self._parts: list[bytes | Path] = []
+        for name, data in members:
+            size = data.stat().st_size if isinstance(data, Path) else len(data)
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = size, mtime, 0o600
+            self._parts += [info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict"), data, b"\0" * (-size % _BLOCK)]
+        self._parts.append(b"\0" * (2 * _BLOCK))
+        self._file: Any = None
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while True:
+            if self._pending:
+                n = min(len(b), len(self._pending))
+                b[:n] = self._pending[:n]
+                self._pending = self._pending[n:]
+                return n
+            if self._file is not None:
+                n = self._file.readinto(b)
+                if n:
+                    return n
+                self._file.close()
+                self._file = None
+            if not self._parts:
+                return 0
+            part = self._parts.pop(0)
+            if isinstance(part, Path):
+                self._file = part.open("rb", buffering=0)
+            else:
+                self._pending = memoryview(part)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
+class _TarDamaged(Exception):
+    pass
+
+
+class _TarSink(io.RawIOBase):
+    """A writable that takes a tar stream apart: ``db.sqlite`` goes to ``db_path``, other members
+    (at most 1 MiB each) into ``small``. Anything else (links, devices, a second copy of a member,
+    a bad header checksum) raises _TarDamaged."""
+
+    def __init__(self, db_path: Path) -> None:
+        super().__init__()
+        self.db_path = db_path
+        self.small: dict[str, bytes] = {}
+        self.db_seen = False
+        self._buf = bytearray()
+        self._need = _BLOCK       # bytes wanted for the current state
+        self._state = "header"    # header | pax | small | db | pad | end
+        self._name = ""
+        self._pad = 0
+        self._pax: dict[str, str] = {}
+        self._out: Any = None
+        self._remaining = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = memoryview(b).cast("B")
+        total = len(data)
+        while data:
+            if self._state == "end":
+                break
+            if self._state == "db":
+                n = min(self._remaining, len(data))
+                self._out.write(data[:n])
+                self._remaining -= n
+                data = data[n:]
+                if self._remaining == 0:
+                    self._after_data()
+                continue
+            n = min(self._need - len(self._buf), len(data))
+            self._buf += data[:n]
+            data = data[n:]
+            if len(self._buf) == self._need:
+                chunk, self._buf = bytes(self._buf), bytearray()
+                self._step(chunk)
+        return total
+
+    def _step(self, chunk: bytes) -> None:
+        if self._state == "header":
+            if chunk == b"\0" * _BLOCK:
+                self._state = "end"
+                return
+            try:
+                info = tarfile.TarInfo.frombuf(chunk, "utf-8", "surrogateescape")
+            except tarfile.HeaderError:
+                raise _TarDamaged from None
+            size = int(self._pax.pop("size", info.size))
+            name = self._pax.pop("path", info.name)
+            self._pax.clear()
+            self._pad = -size % _BLOCK
+            if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+                if size > _SMALL_MAX:
+                    raise _TarDamaged
+                self._state, self._need = "pax", size + self._pad
+                self._pax_size = size
+            elif info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+                raise _TarDamaged
+            elif name == "db.sqlite":
+                if self.db_seen:
+                    raise _TarDamaged
+                self.db_seen = True
+                self._out = self.db_path.open("wb")
+                self._state, self._remaining = "db", size
+                if size == 0:
+                    self._after_data()
+            else:
+                if name in self.small or size > _SMALL_MAX:
+                    raise _TarDamaged
+                self._name, self._state, self._need = name, "small", size + self._pad
+                if self._need == 0:
+                    self.small[name] = b""
+                    self._state, self._need = "header", _BLOCK
+        elif self._state == "pax":
+            self._pax = _parse_pax(chunk[: self._pax_size])
+            self._state, self._need = "header", _BLOCK
+        elif self._state == "small":
+            self.small[self._name] = chunk[: len(chunk) - self._pad]
+            self._state, self._need = "header", _BLOCK
+        elif self._state == "pad":
+            self._state, self._need = "header", _BLOCK
+
+    def _after_data(self) -> None:
+        self._out.close()
+        if self._pad:
+            self._state, self._need = "pad", self._pad
+        else:
+            self._state, self._need = "header", _BLOCK
+
+    def finish(self) -> None:
+        if self._out is not None and not self._out.closed:
+            self._out.close()
+        if self._state != "end":
+            raise _TarDamaged  # the stream stopped inside the tar
+
+
+def _parse_pax(data: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    pos = 0
+    try:
+        while pos < len(data):
+            space = data.index(b" ", pos)
+            length = int(data[pos:space])
+            key, _, value = data[space + 1: pos + length - 1].partition(b"=")
+            out[key.decode()] = value.decode("utf-8", "surrogateescape")
+            pos += length
+    except (ValueError, UnicodeDecodeError):
+        raise _TarDamaged from None
+    return out
 
 
 # --- open / verify / restore ---------------------------------------------------------------------
@@ -421,32 +590,31 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
         raise BackupError("E_BACKUP_NOT_FOUND", f"{path.name}: cannot be read") from None
     if head != AGE_MAGIC:
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: not an age archive")
-    tar_path = workdir / "backup.tar"
+    sink = _TarSink(workdir / "db.sqlite")
     try:
-        pyrage.decrypt_file(str(path), str(tar_path), identities)
+        with path.open("rb") as src:
+            pyrage.decrypt_io(src, sink, identities)  # the tar is taken apart as it is decrypted
+        sink.finish()
+    except BackupError:
+        raise
     except Exception as exc:  # pyrage raises DecryptError or a bare OSError (truncated stream)
+        if isinstance(exc, _TarDamaged) or isinstance(exc.__cause__ or exc.__context__, _TarDamaged):
+            raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: the archive inside is damaged") from None
         text = str(exc).lower()
         if "no matching keys" in text or "no identity matched" in text:
             hint = "" if escrow else " (made by another appliance? restore it with --escrow-identity)"
             raise BackupError("E_BACKUP_WRONG_KEY", f"{path.name}: none of the given identities can decrypt it"
                               + hint) from None
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: decryption failed (truncated or corrupted)") from None
+    small = sink.small
+    if set(small) - {ESCROW_MEMBER} != {"manifest.json", "manifest.mac"} or not sink.db_seen:
+        raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: unexpected archive contents")
+    mbytes = small["manifest.json"]
     try:
-        with tarfile.open(tar_path, "r:") as tar:
-            members = {m.name: m for m in tar.getmembers()}
-            base = {"manifest.json", "manifest.mac", "db.sqlite"}
-            if set(members) - {ESCROW_MEMBER} != base or not all(m.isfile() for m in members.values()):
-                raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: unexpected archive contents")
-            mbytes = tar.extractfile(members["manifest.json"]).read()  # type: ignore[union-attr]
-            mac = tar.extractfile(members["manifest.mac"]).read().decode()  # type: ignore[union-attr]
-            escrow_blob = tar.extractfile(members[ESCROW_MEMBER]).read() \
-                if ESCROW_MEMBER in members else None  # type: ignore[union-attr]
-            with tar.extractfile(members["db.sqlite"]) as src, (workdir / "db.sqlite").open("wb") as out:  # type: ignore[union-attr]
-                shutil.copyfileobj(src, out, 1 << 20)
-    except (tarfile.TarError, OSError, UnicodeDecodeError):
+        mac = small["manifest.mac"].decode()
+    except UnicodeDecodeError:
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: the archive inside is damaged") from None
-    finally:
-        tar_path.unlink(missing_ok=True)
+    escrow_blob = small.get(ESCROW_MEMBER)
     if escrow:
         if escrow_blob is None:
             raise BackupError("E_BACKUP_ESCROW", f"{path.name}: carries no data-key escrow (a format v1 backup)")

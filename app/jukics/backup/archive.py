@@ -569,6 +569,8 @@ class Opened:
     manifest: dict[str, Any]
     #: the key store whose keys the backup was made under (the escrowed one for an escrow open)
     keystore: KeyStore
+    #: (ok, summary) of the audit chain of the copy, when open_backup was asked to verify it
+    audit: tuple[bool, str] | None = None
 
 
 def looks_encrypted(path: Path, probes: tuple[bytes, ...] = ()) -> bool:
@@ -578,11 +580,15 @@ def looks_encrypted(path: Path, probes: tuple[bytes, ...] = ()) -> bool:
 
 
 def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipality_code: str,
-                keystore: KeyStore | None, escrow: bool = False) -> Opened:
+                keystore: KeyStore | None, escrow: bool = False, audit: bool = False) -> Opened:
     """Decrypt into ``workdir`` and check everything; raise BackupError on the first problem.
 
     ``escrow=True``: ``identities`` are the escrow identity; the keys come from the backup's escrow
     member (``keystore`` is not used), so a host with a new TPM can check and restore it.
+    ``audit=True``: the audit chain of the copy is verified too (``Opened.audit``).
+
+    The checks of the decrypted file run side by side (SQLite's integrity check and the page hashing
+    release the GIL, the audit walk is Python): their results are judged in a fixed order once all ended.
     """
     try:
         head = path.open("rb").read(len(AGE_MAGIC))
@@ -633,17 +639,25 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
                           f"{manifest.get('municipality_code')}, this CS serves {municipality_code}")
     db_path = workdir / "db.sqlite"
     method = manifest.get("digest_method", DIGEST_ROWS)  # format v1 archives have row digests
-    if method == DIGEST_PAGES:
-        counts, digests, payload_sha, method_now = page_digests(db_path)
-        if method_now != method:
-            raise BackupError("E_BACKUP_UNSUPPORTED", f"{path.name}: page digests need SQLite's dbstat table")
-    else:
-        payload_sha = _file_sha256(db_path)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        integrity = pool.submit(_integrity_result, db_path)
+        audited = pool.submit(_audit_result, db_path) if audit else None
+        if method == DIGEST_PAGES:
+            counts, digests, payload_sha, method_now = page_digests(db_path)
+        else:
+            payload_sha, method_now = _file_sha256(db_path), method
+        integrity_result = integrity.result()
+        audit_result = audited.result() if audited is not None else None
+    if method_now != method:
+        raise BackupError("E_BACKUP_UNSUPPORTED", f"{path.name}: page digests need SQLite's dbstat table")
     if payload_sha != manifest.get("payload_sha256"):
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the database does not match the manifest hash")
+    if integrity_result != ["ok"]:
+        raise BackupError("E_BACKUP_INTEGRITY", f"integrity_check: {len(integrity_result)} problem(s)")
     conn = sqlite3.connect(db_path)
     try:
-        _integrity(conn)
         if method != DIGEST_PAGES:
             counts, digests = table_digests(conn)
         sofusaki = conn.execute("SELECT count(*) FROM card_messages WHERE type = 'sofusaki' "
@@ -654,7 +668,27 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: row counts or record digests differ from the manifest")
     if sofusaki:
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: holds 送付先情報 payloads (never backed up)")
-    return Opened(db_path, manifest, keystore)
+    if audit_result is not None and not audit_result[0]:
+        raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the audit chain in the backup is broken "
+                          f"({audit_result[1]})")
+    return Opened(db_path, manifest, keystore, audit_result)
+
+
+def _integrity_result(db_path: Path) -> list[str]:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        return [r[0] for r in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:
+        return [f"{exc.__class__.__name__}"]
+    finally:
+        conn.close()
+
+
+def _audit_result(db_path: Path) -> tuple[bool, str]:
+    try:
+        return verify_audit_copy(db_path)
+    except Exception as exc:  # a damaged copy: reported as a broken chain, never raised from the thread
+        return False, f"cannot be read ({exc.__class__.__name__})"
 
 
 def _other_store_hint(mbytes: bytes, keystore: KeyStore, escrow: bool) -> str:
@@ -700,14 +734,11 @@ def restore_backup(path: Path, identities: list[Any], config: Any, keystore: Key
     live.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=live.parent, prefix=".restore-") as work:
         opened = open_backup(path, identities, Path(work), municipality_code=config.municipality_code,
-                             keystore=keystore, escrow=escrow)
+                             keystore=keystore, escrow=escrow, audit=True)
         got = fingerprint(opened.keystore)
         if expect_fingerprint and got != expect_fingerprint.strip().lower():
             raise BackupError("E_BACKUP_ESCROW", f"{path.name}: made under key store {got}, expected "
                               f"{expect_fingerprint}")
-        ok, summary = verify_audit_copy(opened.db_path)
-        if not ok:
-            raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the audit chain in the backup is broken ({summary})")
         scratch = replace(config, database_url=f"sqlite:///{opened.db_path}")
         svc = Service(scratch, clock=clock) if clock else Service(scratch)
         svc.__dict__["keystore"] = opened.keystore  # the backup's keys (the escrowed ones on a new host)
@@ -754,10 +785,9 @@ def drill(path: Path, identities: list[Any], municipality_code: str, keystore: K
     scratch_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".drill-") as work:
         opened = open_backup(path, identities, Path(work), municipality_code=municipality_code, keystore=keystore,
-                             escrow=escrow)
-        ok, summary = verify_audit_copy(opened.db_path)
-        if not ok:
-            raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: audit chain broken ({summary})")
+                             escrow=escrow, audit=True)
+        assert opened.audit is not None
+        summary = opened.audit[1]
     return {"backup": path.name, "row_counts": opened.manifest["row_counts"], "audit": summary,
             "keystore_fingerprint": opened.manifest.get("keystore_fingerprint"),
             "escrow": opened.manifest.get("keystore_escrow") is not None}

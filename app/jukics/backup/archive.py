@@ -264,12 +264,6 @@ def page_digests(path: Path) -> tuple[dict[str, int], dict[str, str], str, str]:
     return counts, {t: h.hexdigest() for t, h in hashers.items()}, whole.hexdigest(), DIGEST_PAGES
 
 
-def _integrity(conn: sqlite3.Connection) -> None:
-    result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-    if result != ["ok"]:
-        raise BackupError("E_BACKUP_INTEGRITY", f"integrity_check: {len(result)} problem(s)")
-
-
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:

@@ -33,6 +33,7 @@ shift
 days=30
 kizon_name=kizon.lab.jukics.example
 
+repo=$(cd "$(dirname "$0")/.." && pwd) # before the cd below: the escrow key needs the repo's venv
 umask 077
 mkdir -p "$out"
 chmod 0700 "$out"
@@ -93,7 +94,7 @@ leaf pref1-wrongca stranger-ca "/O=stranger/CN=pref1" "DNS:pref1" serverAuth,cli
 # The backup escrow key (age X25519), made with pyrage from the repo's venv (or any python3 that has it).
 if [ ! -s escrow.key ] || [ ! -s escrow.pub ]; then
   py=""
-  for cand in "$(dirname "$0")/../.venv/bin/python" "$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python" python3; do
+  for cand in "$repo/.venv/bin/python" python3; do
     if "$cand" -c 'import pyrage' 2>/dev/null; then py=$cand; break; fi
   done
   if [ -z "$py" ]; then

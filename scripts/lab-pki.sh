@@ -17,6 +17,8 @@
 #                                 SAN = DNS:pref1
 #   nat1.crt / nat1.key           the simulated 全国サーバ (serverAuth + clientAuth), SAN = DNS:nat1
 #   pref1-wrongca.crt / .key      pref1's name from the stranger CA: the sim's wrong-certificate fault
+#   escrow.key / escrow.pub       the backup escrow age identity (AGE-SECRET-KEY-1...) and its public key (age1...):
+#                                 the lab's stand-in for the key a real site keeps offline (docs/backup.md)
 #
 # Idempotent: existing files are kept unless missing, expiring within a day, or (cs.crt) issued for other names.
 # Private keys are 0600, certificates 0644, the directory 0700.
@@ -31,6 +33,7 @@ shift
 days=30
 kizon_name=kizon.lab.jukics.example
 
+repo=$(cd "$(dirname "$0")/.." && pwd) # before the cd below: the escrow key needs the repo's venv
 umask 077
 mkdir -p "$out"
 chmod 0700 "$out"
@@ -88,5 +91,27 @@ leaf terminal ca "/O=jukics lab/CN=term-01.lab.jukics.example" "DNS:term-01.lab.
 leaf pref1 ca "/O=jukics lab/CN=pref1" "DNS:pref1" serverAuth,clientAuth
 leaf nat1 ca "/O=jukics lab/CN=nat1" "DNS:nat1" serverAuth,clientAuth
 leaf pref1-wrongca stranger-ca "/O=stranger/CN=pref1" "DNS:pref1" serverAuth,clientAuth
+# The backup escrow key (age X25519), made with pyrage from the repo's venv (or any python3 that has it).
+if [ ! -s escrow.key ] || [ ! -s escrow.pub ]; then
+  py=""
+  for cand in "$repo/.venv/bin/python" python3; do
+    if "$cand" -c 'import pyrage' 2>/dev/null; then py=$cand; break; fi
+  done
+  if [ -z "$py" ]; then
+    echo "lab-pki: no python with pyrage for the escrow key (run make setup)" >&2
+    exit 1
+  fi
+  "$py" - <<'AGE'
+import os
+import pyrage
+ident = pyrage.x25519.Identity.generate()
+fd = os.open("escrow.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, f"# jukics LAB backup escrow identity: throwaway, never for a real site\n{ident}\n".encode())
+os.close(fd)
+with open("escrow.pub", "w") as f:
+    f.write(f"{ident.to_public()}\n")
+AGE
+  echo "created $out/escrow.pub"
+fi
 chmod 0600 ./*.key
-chmod 0644 ./*.crt
+chmod 0644 ./*.crt ./escrow.pub

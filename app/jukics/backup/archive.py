@@ -9,7 +9,11 @@ public key from ``[backup] escrow_recipient``. Inside, an uncompressed tar of:
 - ``manifest.json``: municipality_code, created_at, schema revision, per-table row counts and
   record digests, audit head hash, sha256 of ``db.sqlite``;
 - ``manifest.mac``: HMAC-SHA256 of the manifest under a key derived from the key store's audit key,
-  so a manifest rewritten by someone who only holds the (public) recipients is refused.
+  so a manifest rewritten by someone who only holds the (public) recipients is refused;
+- ``keystore-escrow.age``: the key store's sealed secret (every data, search and audit key derives
+  from it) age-encrypted to the escrow recipient ONLY, its sha256 in the manifest. The appliance
+  identity cannot open it; the escrow identity recovers the keys on a host whose TPM is new
+  (``restore_backup(..., escrow=True)``, which re-seals the secret into that host's key store).
 
 A restore decrypts into a scratch directory next to the live database, checks everything, re-runs
 the retention purge and the 送付先 deletion on the copy (no resurrection of purged records), and only
@@ -25,7 +29,6 @@ import io
 import json
 import os
 import re
-import shutil
 import sqlite3
 import tarfile
 import tempfile
@@ -46,6 +49,9 @@ SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 SEALED_MAGIC: Final = b"JUKICS-SEALED-AGE-IDENTITY v1\n"
 LABEL_IDENTITY: Final = b"jukics backup-identity v1"
 LABEL_MANIFEST: Final = b"jukics backup-manifest v1"
+ESCROW_MEMBER: Final = "keystore-escrow.age"
+ESCROW_MAGIC: Final = b"JUKICS-KEYSTORE-ESCROW v1\n"
+FORMAT: Final = "jukics-backup v2"
 NAME_RE: Final = re.compile(r"^jukics-(\d{6})-(\d{8}T\d{6}Z)\.age$")
 #: tables never in a backup's digests (the 送付先 payloads are erased from the snapshot)
 SOFUSAKI_SQL: Final = "UPDATE card_messages SET payload_ct = NULL WHERE type = 'sofusaki'"
@@ -60,6 +66,7 @@ ERROR_CODES: Final[dict[str, str]] = {
     "E_BACKUP_INTEGRITY": "the database in the backup fails the SQLite integrity check",
     "E_BACKUP_UNSUPPORTED": "backups of this database kind are not supported",
     "E_BACKUP_IDENTITY": "the sealed backup identity is missing or cannot be unsealed",
+    "E_BACKUP_ESCROW": "the data-key escrow is missing, not for the given escrow key, or not the expected key store",
 }
 
 
@@ -184,7 +191,12 @@ def _tables(conn: sqlite3.Connection) -> list[str]:
 
 
 def table_digests(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, str]]:
-    """Row count and a SHA-256 over every row (in primary-key order, values as repr) per table."""
+    """Row count and a SHA-256 over every row (in primary-key order, values as repr) per table.
+
+    Independent of the page layout (two files with the same rows agree), but it pulls every row
+    into Python: about 40 s per scan at 1M residents. Backups use :func:`page_digests` instead; this
+    one remains for format v1 archives and for comparing a live database with a restored one.
+    """
     counts, digests = {}, {}
     for name in _tables(conn):
         h = hashlib.sha256()
@@ -200,10 +212,56 @@ def table_digests(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, s
     return counts, digests
 
 
-def _integrity(conn: sqlite3.Connection) -> None:
-    result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-    if result != ["ok"]:
-        raise BackupError("E_BACKUP_INTEGRITY", f"integrity_check: {len(result)} problem(s)")
+DIGEST_PAGES: Final = "sqlite-pages v1"
+DIGEST_ROWS: Final = "rows-repr v1"
+
+
+def page_digests(path: Path) -> tuple[dict[str, int], dict[str, str], str, str]:
+    """(row counts, per-table digests, sha256 of the whole file, digest method) in ONE pass over the file.
+
+    A table's digest is SHA-256 over its b-tree pages and those of its indexes (their overflow pages
+    too), each as 4-byte page number + page bytes, in page order; ``dbstat`` (C, in SQLite) says which
+    b-tree owns each page. Equal files give equal digests, and a changed record changes the digest of
+    its table (and the file hash). Without ``dbstat`` (a SQLite built without it) the row digests of
+    :func:`table_digests` are used and the method says so.
+    """
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = _tables(conn)
+        counts = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}  # noqa: S608
+        owner_of = {name: tbl for name, tbl in conn.execute(
+            "SELECT name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index')")}
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        try:
+            owners = conn.execute("SELECT name, pageno FROM dbstat ORDER BY pageno").fetchall()
+        except sqlite3.OperationalError:
+            owners = None
+        if owners is None:
+            rows_counts, rows_digests = table_digests(conn)
+    finally:
+        conn.close()
+    if owners is None:
+        return rows_counts, rows_digests, _file_sha256(path), DIGEST_ROWS
+    whole = hashlib.sha256()
+    hashers = {t: hashlib.sha256() for t in tables}
+    by_page: dict[int, Any] = {}
+    for name, pageno in owners:
+        table = owner_of.get(name, name)
+        if table in hashers:  # sqlite_schema and internal b-trees: covered by the file hash only
+            by_page[pageno] = hashers[table]
+    chunk_pages = max(1, (1 << 22) // page_size)
+    pageno = 1
+    with path.open("rb", buffering=0) as f:
+        while chunk := f.read(chunk_pages * page_size):
+            whole.update(chunk)
+            view = memoryview(chunk)
+            for off in range(0, len(chunk), page_size):
+                h = by_page.get(pageno)
+                if h is not None:
+                    h.update(pageno.to_bytes(4, "big"))
+                    h.update(view[off:off + page_size])
+                pageno += 1
+    return counts, {t: h.hexdigest() for t, h in hashers.items()}, whole.hexdigest(), DIGEST_PAGES
 
 
 def _file_sha256(path: Path) -> str:
@@ -212,6 +270,32 @@ def _file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _escrow_blob(keystore: KeyStore, escrow_recipient: str) -> bytes:
+    secret = getattr(keystore, "escrow_secret", None)
+    if secret is None:
+        raise BackupError("E_BACKUP_ESCROW", "this key store cannot escrow its secret")
+    return pyrage.encrypt(ESCROW_MAGIC + secret(), [pyrage.x25519.Recipient.from_str(escrow_recipient)])
+
+
+def open_escrow(blob: bytes, identities: list[Any]) -> KeyStore:
+    """The escrowed secret as an in-memory key store; E_BACKUP_ESCROW unless an identity opens it."""
+    from jukics.keystore.base import SECRET_BYTES, SecretKeyStore
+
+    try:
+        plain = pyrage.decrypt(blob, identities)
+    except Exception:
+        raise BackupError("E_BACKUP_ESCROW", "the data-key escrow does not open with the given escrow "
+                          "identity") from None
+    if not plain.startswith(ESCROW_MAGIC) or len(plain) != len(ESCROW_MAGIC) + SECRET_BYTES:
+        raise BackupError("E_BACKUP_ESCROW", "the data-key escrow is not a jukics key-store secret")
+    return SecretKeyStore(plain[len(ESCROW_MAGIC):])
+
+
+def fingerprint(keystore: KeyStore) -> str | None:
+    fp = getattr(keystore, "fingerprint", None)
+    return fp() if fp is not None else None
 
 
 def manifest_mac(manifest_bytes: bytes, keystore: KeyStore) -> str:
@@ -257,30 +341,41 @@ def create_backup(database_url: str, municipality_code: str, settings: BackupSet
             dst.execute("PRAGMA secure_delete = ON")  # the erased 送付先 bytes are zeroed, not left in free pages
             dst.execute(SOFUSAKI_SQL)
             dst.commit()
-            _integrity(dst)
-            counts, digests = table_digests(dst)
             revision = dst.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-            head = dst.execute("SELECT seq, hash FROM audit_head").fetchone() if "audit_head" in counts else None
+            head = dst.execute("SELECT seq, hash FROM audit_head").fetchone() if "audit_head" in _tables(dst) else None
         finally:
             dst.close()
+        # quick_check (every page and b-tree, not every index entry against its row: the full
+        # integrity_check is the drill's and the restore's) beside the page hashing: both release the GIL.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            checked = pool.submit(_integrity_result, snap, "quick_check")
+            counts, digests, payload_sha, method = page_digests(snap)
+            check = checked.result()
+        if check != ["ok"]:
+            raise BackupError("E_BACKUP_INTEGRITY", f"quick_check of the snapshot: {len(check)} problem(s)")
+        escrow_blob = _escrow_blob(keystore, settings.escrow_recipient)
         manifest = {
-            "format": "jukics-backup v1", "municipality_code": municipality_code,
+            "format": FORMAT, "municipality_code": municipality_code,
             "created_at": now.isoformat(), "schema_revision": revision,
-            "row_counts": counts, "record_digests": digests,
+            "row_counts": counts, "record_digests": digests, "digest_method": method,
             "audit_head": {"seq": head[0], "hash": bytes(head[1]).hex() if head[1] is not None else None}
             if head else None,
-            "payload_sha256": _file_sha256(snap), "sofusaki_included": False,
+            "payload_sha256": payload_sha, "sofusaki_included": False,
+            "keystore_escrow": {"member": ESCROW_MEMBER, "sha256": hashlib.sha256(escrow_blob).hexdigest(),
+                                "recipient": settings.escrow_recipient},
+            "keystore_fingerprint": fingerprint(keystore),
         }
         mbytes = json.dumps(manifest, sort_keys=True, ensure_ascii=False).encode()
-        tar_path = Path(work) / "backup.tar"
-        with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
-            for name, data in (("manifest.json", mbytes), ("manifest.mac", manifest_mac(mbytes, keystore).encode())):
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = len(data), int(now.timestamp()), 0o600
-                tar.addfile(info, io.BytesIO(data))
-            tar.add(snap, arcname="db.sqlite")
         tmp_out = Path(work) / "out.age"
-        pyrage.encrypt_file(str(tar_path), str(tmp_out), recipients)
+        members = [("manifest.json", mbytes), ("manifest.mac", manifest_mac(mbytes, keystore).encode()),
+                   (ESCROW_MEMBER, escrow_blob), ("db.sqlite", snap)]
+        # The tar is made on the fly as age reads it: no plaintext tar file, one pass less over the data.
+        with _TarSource(members, int(now.timestamp())) as src, tmp_out.open("wb") as out:
+            pyrage.encrypt_io(src, out, recipients)
+            out.flush()
+            os.fsync(out.fileno())
         os.chmod(tmp_out, 0o600)
         os.replace(tmp_out, final)
     removed = apply_retention(settings)
@@ -296,12 +391,188 @@ def apply_retention(settings: BackupSettings) -> tuple[str, ...]:
     return tuple(p.name for p in old)
 
 
+# --- the tar inside the age file, made and taken apart as a stream ----------------------------------
+
+_BLOCK: Final = 512
+_SMALL_MAX: Final = 1 << 20
+
+
+class _TarSource(io.RawIOBase):
+    """A readable ustar stream of ``members`` ((name, bytes) or (name, Path), the Path read as it goes)."""
+
+    def __init__(self, members: list[tuple[str, bytes | Path]], mtime: int) -> None:
+        super().__init__()
+        self._parts: list[bytes | Path] = []
+        for name, data in members:
+            size = data.stat().st_size if isinstance(data, Path) else len(data)
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = size, mtime, 0o600
+            self._parts += [info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict"), data, b"\0" * (-size % _BLOCK)]
+        self._parts.append(b"\0" * (2 * _BLOCK))
+        self._file: Any = None
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while True:
+            if self._pending:
+                n = min(len(b), len(self._pending))
+                b[:n] = self._pending[:n]
+                self._pending = self._pending[n:]
+                return n
+            if self._file is not None:
+                n = self._file.readinto(b)
+                if n:
+                    return n
+                self._file.close()
+                self._file = None
+            if not self._parts:
+                return 0
+            part = self._parts.pop(0)
+            if isinstance(part, Path):
+                self._file = part.open("rb", buffering=0)
+            else:
+                self._pending = memoryview(part)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
+class _TarDamaged(Exception):
+    pass
+
+
+class _TarSink(io.RawIOBase):
+    """A writable that takes a tar stream apart: ``db.sqlite`` goes to ``db_path``, other members
+    (at most 1 MiB each) into ``small``. Anything else (links, devices, a second copy of a member,
+    a bad header checksum) raises _TarDamaged."""
+
+    def __init__(self, db_path: Path) -> None:
+        super().__init__()
+        self.db_path = db_path
+        self.small: dict[str, bytes] = {}
+        self.db_seen = False
+        self._buf = bytearray()
+        self._need = _BLOCK       # bytes wanted for the current state
+        self._state = "header"    # header | pax | small | db | pad | end
+        self._name = ""
+        self._pad = 0
+        self._pax: dict[str, str] = {}
+        self._out: Any = None
+        self._remaining = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = memoryview(b).cast("B")
+        total = len(data)
+        while data:
+            if self._state == "end":
+                break
+            if self._state == "db":
+                n = min(self._remaining, len(data))
+                self._out.write(data[:n])
+                self._remaining -= n
+                data = data[n:]
+                if self._remaining == 0:
+                    self._after_data()
+                continue
+            n = min(self._need - len(self._buf), len(data))
+            self._buf += data[:n]
+            data = data[n:]
+            if len(self._buf) == self._need:
+                chunk, self._buf = bytes(self._buf), bytearray()
+                self._step(chunk)
+        return total
+
+    def _step(self, chunk: bytes) -> None:
+        if self._state == "header":
+            if chunk == b"\0" * _BLOCK:
+                self._state = "end"
+                return
+            try:
+                info = tarfile.TarInfo.frombuf(chunk, "utf-8", "surrogateescape")
+            except tarfile.HeaderError:
+                raise _TarDamaged from None
+            size = int(self._pax.pop("size", info.size))
+            name = self._pax.pop("path", info.name)
+            self._pax.clear()
+            self._pad = -size % _BLOCK
+            if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+                if size > _SMALL_MAX:
+                    raise _TarDamaged
+                self._state, self._need = "pax", size + self._pad
+                self._pax_size = size
+            elif info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+                raise _TarDamaged
+            elif name == "db.sqlite":
+                if self.db_seen:
+                    raise _TarDamaged
+                self.db_seen = True
+                self._out = self.db_path.open("wb")
+                self._state, self._remaining = "db", size
+                if size == 0:
+                    self._after_data()
+            else:
+                if name in self.small or size > _SMALL_MAX:
+                    raise _TarDamaged
+                self._name, self._state, self._need = name, "small", size + self._pad
+                if self._need == 0:
+                    self.small[name] = b""
+                    self._state, self._need = "header", _BLOCK
+        elif self._state == "pax":
+            self._pax = _parse_pax(chunk[: self._pax_size])
+            self._state, self._need = "header", _BLOCK
+        elif self._state == "small":
+            self.small[self._name] = chunk[: len(chunk) - self._pad]
+            self._state, self._need = "header", _BLOCK
+        elif self._state == "pad":
+            self._state, self._need = "header", _BLOCK
+
+    def _after_data(self) -> None:
+        self._out.close()
+        if self._pad:
+            self._state, self._need = "pad", self._pad
+        else:
+            self._state, self._need = "header", _BLOCK
+
+    def finish(self) -> None:
+        if self._out is not None and not self._out.closed:
+            self._out.close()
+        if self._state != "end":
+            raise _TarDamaged  # the stream stopped inside the tar
+
+
+def _parse_pax(data: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    pos = 0
+    try:
+        while pos < len(data):
+            space = data.index(b" ", pos)
+            length = int(data[pos:space])
+            key, _, value = data[space + 1: pos + length - 1].partition(b"=")
+            out[key.decode()] = value.decode("utf-8", "surrogateescape")
+            pos += length
+    except (ValueError, UnicodeDecodeError):
+        raise _TarDamaged from None
+    return out
+
+
 # --- open / verify / restore ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Opened:
     db_path: Path
     manifest: dict[str, Any]
+    #: the key store whose keys the backup was made under (the escrowed one for an escrow open)
+    keystore: KeyStore
+    #: (ok, summary) of the audit chain of the copy, when open_backup was asked to verify it
+    audit: tuple[bool, str] | None = None
 
 
 def looks_encrypted(path: Path, probes: tuple[bytes, ...] = ()) -> bool:
@@ -311,51 +582,86 @@ def looks_encrypted(path: Path, probes: tuple[bytes, ...] = ()) -> bool:
 
 
 def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipality_code: str,
-                keystore: KeyStore) -> Opened:
-    """Decrypt into ``workdir`` and check everything; raise BackupError on the first problem."""
+                keystore: KeyStore | None, escrow: bool = False, audit: bool = False) -> Opened:
+    """Decrypt into ``workdir`` and check everything; raise BackupError on the first problem.
+
+    ``escrow=True``: ``identities`` are the escrow identity; the keys come from the backup's escrow
+    member (``keystore`` is not used), so a host with a new TPM can check and restore it.
+    ``audit=True``: the audit chain of the copy is verified too (``Opened.audit``).
+
+    The checks of the decrypted file run side by side (SQLite's integrity check and the page hashing
+    release the GIL, the audit walk is Python): their results are judged in a fixed order once all ended.
+    """
     try:
         head = path.open("rb").read(len(AGE_MAGIC))
     except OSError:
         raise BackupError("E_BACKUP_NOT_FOUND", f"{path.name}: cannot be read") from None
     if head != AGE_MAGIC:
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: not an age archive")
-    tar_path = workdir / "backup.tar"
+    sink = _TarSink(workdir / "db.sqlite")
     try:
-        pyrage.decrypt_file(str(path), str(tar_path), identities)
+        with path.open("rb") as src:
+            pyrage.decrypt_io(src, sink, identities)  # the tar is taken apart as it is decrypted
+        sink.finish()
+    except BackupError:
+        raise
     except Exception as exc:  # pyrage raises DecryptError or a bare OSError (truncated stream)
+        if isinstance(exc, _TarDamaged) or isinstance(exc.__cause__ or exc.__context__, _TarDamaged):
+            raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: the archive inside is damaged") from None
         text = str(exc).lower()
         if "no matching keys" in text or "no identity matched" in text:
-            raise BackupError("E_BACKUP_WRONG_KEY", f"{path.name}: none of the given identities can decrypt it") \
-                from None
+            hint = "" if escrow else " (made by another appliance? restore it with --escrow-identity)"
+            raise BackupError("E_BACKUP_WRONG_KEY", f"{path.name}: none of the given identities can decrypt it"
+                              + hint) from None
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: decryption failed (truncated or corrupted)") from None
+    small = sink.small
+    if set(small) - {ESCROW_MEMBER} != {"manifest.json", "manifest.mac"} or not sink.db_seen:
+        raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: unexpected archive contents")
+    mbytes = small["manifest.json"]
     try:
-        with tarfile.open(tar_path, "r:") as tar:
-            members = {m.name: m for m in tar.getmembers()}
-            if set(members) != {"manifest.json", "manifest.mac", "db.sqlite"} or not all(
-                    m.isfile() for m in members.values()):
-                raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: unexpected archive contents")
-            mbytes = tar.extractfile(members["manifest.json"]).read()  # type: ignore[union-attr]
-            mac = tar.extractfile(members["manifest.mac"]).read().decode()  # type: ignore[union-attr]
-            with tar.extractfile(members["db.sqlite"]) as src, (workdir / "db.sqlite").open("wb") as out:  # type: ignore[union-attr]
-                shutil.copyfileobj(src, out, 1 << 20)
-    except (tarfile.TarError, OSError, UnicodeDecodeError):
+        mac = small["manifest.mac"].decode()
+    except UnicodeDecodeError:
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: the archive inside is damaged") from None
-    finally:
-        tar_path.unlink(missing_ok=True)
+    escrow_blob = small.get(ESCROW_MEMBER)
+    if escrow:
+        if escrow_blob is None:
+            raise BackupError("E_BACKUP_ESCROW", f"{path.name}: carries no data-key escrow (a format v1 backup)")
+        keystore = open_escrow(escrow_blob, identities)
+    assert keystore is not None
     if not hmac.compare_digest(mac, manifest_mac(mbytes, keystore)):
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the manifest MAC does not verify (tampered, or "
-                          "made by another key store)")
+                          f"made by another key store{_other_store_hint(mbytes, keystore, escrow)})")
     manifest = json.loads(mbytes)
+    want = manifest.get("keystore_escrow")
+    if want is not None and (escrow_blob is None
+                             or hashlib.sha256(escrow_blob).hexdigest() != want.get("sha256")):
+        raise BackupError("E_BACKUP_ESCROW", f"{path.name}: the data-key escrow does not match the manifest")
     if manifest.get("municipality_code") != municipality_code:
         raise BackupError("E_BACKUP_MUNICIPALITY", f"{path.name}: made for municipality "
                           f"{manifest.get('municipality_code')}, this CS serves {municipality_code}")
     db_path = workdir / "db.sqlite"
-    if _file_sha256(db_path) != manifest.get("payload_sha256"):
+    method = manifest.get("digest_method", DIGEST_ROWS)  # format v1 archives have row digests
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        integrity = pool.submit(_integrity_result, db_path)
+        audited = pool.submit(_audit_result, db_path) if audit else None
+        if method == DIGEST_PAGES:
+            counts, digests, payload_sha, method_now = page_digests(db_path)
+        else:
+            payload_sha, method_now = _file_sha256(db_path), method
+        integrity_result = integrity.result()
+        audit_result = audited.result() if audited is not None else None
+    if method_now != method:
+        raise BackupError("E_BACKUP_UNSUPPORTED", f"{path.name}: page digests need SQLite's dbstat table")
+    if payload_sha != manifest.get("payload_sha256"):
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the database does not match the manifest hash")
+    if integrity_result != ["ok"]:
+        raise BackupError("E_BACKUP_INTEGRITY", f"integrity_check: {len(integrity_result)} problem(s)")
     conn = sqlite3.connect(db_path)
     try:
-        _integrity(conn)
-        counts, digests = table_digests(conn)
+        if method != DIGEST_PAGES:
+            counts, digests = table_digests(conn)
         sofusaki = conn.execute("SELECT count(*) FROM card_messages WHERE type = 'sofusaki' "
                                 "AND payload_ct IS NOT NULL").fetchone()[0]
     finally:
@@ -364,7 +670,39 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: row counts or record digests differ from the manifest")
     if sofusaki:
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: holds 送付先情報 payloads (never backed up)")
-    return Opened(db_path, manifest)
+    if audit_result is not None and not audit_result[0]:
+        raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the audit chain in the backup is broken "
+                          f"({audit_result[1]})")
+    return Opened(db_path, manifest, keystore, audit_result)
+
+
+def _integrity_result(db_path: Path, pragma: str = "integrity_check") -> list[str]:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        return [r[0] for r in conn.execute(f"PRAGMA {pragma}")]
+    except sqlite3.DatabaseError as exc:
+        return [f"{exc.__class__.__name__}"]
+    finally:
+        conn.close()
+
+
+def _audit_result(db_path: Path) -> tuple[bool, str]:
+    try:
+        return verify_audit_copy(db_path)
+    except Exception as exc:  # a damaged copy: reported as a broken chain, never raised from the thread
+        return False, f"cannot be read ({exc.__class__.__name__})"
+
+
+def _other_store_hint(mbytes: bytes, keystore: KeyStore, escrow: bool) -> str:
+    """For the message only (the MAC decides): name a backup made under another key store as such."""
+    try:
+        theirs = json.loads(mbytes).get("keystore_fingerprint")
+    except (ValueError, AttributeError):
+        return ""
+    ours = fingerprint(keystore)
+    if escrow or not theirs or theirs == ours:
+        return ""
+    return f": key store {theirs}, this host's {ours}; on a new TPM restore with --escrow-identity"
 
 
 def verify_audit_copy(db_path: Path) -> tuple[bool, str]:
@@ -381,8 +719,15 @@ def verify_audit_copy(db_path: Path) -> tuple[bool, str]:
 
 
 def restore_backup(path: Path, identities: list[Any], config: Any, keystore: KeyStore, *,
-                   actor: str = "jukics-restore", clock: Any = None) -> dict[str, Any]:
-    """Restore ``path`` over the live database of ``config`` (the service must be stopped)."""
+                   actor: str = "jukics-restore", clock: Any = None, escrow: bool = False,
+                   expect_fingerprint: str | None = None) -> dict[str, Any]:
+    """Restore ``path`` over the live database of ``config`` (the service must be stopped).
+
+    ``escrow=True`` (a host whose TPM is new, ``identities`` = the escrow identity): the backup is
+    checked under its escrowed keys, and only when everything passed is that secret re-sealed into
+    ``keystore`` (``adopt_secret``: the host's old blob is kept aside, never deleted) and the database
+    put in place. ``expect_fingerprint`` (from the escrow record) refuses an archive of another key store.
+    """
     from jukics.audit.chain import AuditEvent
     from jukics.service import Service
     from jukics.store.retention import purge
@@ -391,12 +736,14 @@ def restore_backup(path: Path, identities: list[Any], config: Any, keystore: Key
     live.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=live.parent, prefix=".restore-") as work:
         opened = open_backup(path, identities, Path(work), municipality_code=config.municipality_code,
-                             keystore=keystore)
-        ok, summary = verify_audit_copy(opened.db_path)
-        if not ok:
-            raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the audit chain in the backup is broken ({summary})")
+                             keystore=keystore, escrow=escrow, audit=True)
+        got = fingerprint(opened.keystore)
+        if expect_fingerprint and got != expect_fingerprint.strip().lower():
+            raise BackupError("E_BACKUP_ESCROW", f"{path.name}: made under key store {got}, expected "
+                              f"{expect_fingerprint}")
         scratch = replace(config, database_url=f"sqlite:///{opened.db_path}")
         svc = Service(scratch, clock=clock) if clock else Service(scratch)
+        svc.__dict__["keystore"] = opened.keystore  # the backup's keys (the escrowed ones on a new host)
         try:
             # No resurrection: purges and 送付先 deletions due since the backup are re-applied to the copy
             # before it becomes live (every deletion kind the CS has is due by date, so re-running is exact).
@@ -404,7 +751,8 @@ def restore_backup(path: Path, identities: list[Any], config: Any, keystore: Key
             purged["sofusaki_deleted"] = svc.card.purge_sent(actor=actor)
             purged["tenshutsu_unclaimed_deleted"] = svc.tokurei.purge_unclaimed()
             svc.audit.append(AuditEvent(actor=actor, terminal="cs", action="backup.restore", purpose="operation",
-                                        query={"backup": path.name, "created_at": opened.manifest["created_at"]},
+                                        query={"backup": path.name, "created_at": opened.manifest["created_at"],
+                                               "escrow": escrow},
                                         result_count=1))
         finally:
             svc.engine.dispose()
@@ -414,40 +762,65 @@ def restore_backup(path: Path, identities: list[Any], config: Any, keystore: Key
             conn.execute("PRAGMA journal_mode = DELETE")
         finally:
             conn.close()
+        adopted: dict[str, Any] = {}
+        if escrow:
+            adopt = getattr(keystore, "adopt_secret", None)
+            if adopt is None:
+                raise BackupError("E_BACKUP_ESCROW", "this host's key store cannot adopt an escrowed secret")
+            # last step before the swap: the copy passed everything, so the keys it needs become this host's
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            outcome, aside = adopt(opened.keystore.escrow_secret(), stamp)  # type: ignore[attr-defined]
+            adopted = {"keystore": outcome, "replaced_blob_kept_as": str(aside) if aside else None,
+                       "keystore_fingerprint": got}
         for suffix in ("-wal", "-shm"):
             Path(f"{live}{suffix}").unlink(missing_ok=True)
         os.replace(opened.db_path, live)
     return {"restored": path.name, "created_at": opened.manifest["created_at"],
-            "row_counts": opened.manifest["row_counts"], "purged_after_restore": purged}
+            "row_counts": opened.manifest["row_counts"], "purged_after_restore": purged, **adopted}
 
 
 def drill(path: Path, identities: list[Any], municipality_code: str, keystore: KeyStore,
-          scratch_parent: Path) -> dict[str, Any]:
+          scratch_parent: Path, *, escrow: bool = False) -> dict[str, Any]:
     """Restore into a scratch directory, check it all, delete the copy. Raises BackupError on failure."""
     if not looks_encrypted(path):
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: is not age ciphertext (or holds a SQLite header)")
     scratch_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".drill-") as work:
-        opened = open_backup(path, identities, Path(work), municipality_code=municipality_code, keystore=keystore)
-        ok, summary = verify_audit_copy(opened.db_path)
-        if not ok:
-            raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: audit chain broken ({summary})")
-    return {"backup": path.name, "row_counts": opened.manifest["row_counts"], "audit": summary}
+        opened = open_backup(path, identities, Path(work), municipality_code=municipality_code, keystore=keystore,
+                             escrow=escrow, audit=True)
+        assert opened.audit is not None
+        summary = opened.audit[1]
+    return {"backup": path.name, "row_counts": opened.manifest["row_counts"], "audit": summary,
+            "keystore_fingerprint": opened.manifest.get("keystore_fingerprint"),
+            "escrow": opened.manifest.get("keystore_escrow") is not None}
 
 
 # --- node_exporter textfiles ---------------------------------------------------------------------
 
 def write_textfile(metrics_dir: Path | None, name: str, gauges: Mapping[str, tuple[str, float]]) -> None:
-    """Write ``name``.prom atomically (prometheus-client writes a temp file in the same dir, then renames)."""
+    """Write ``name``.prom atomically, mode 0644 whatever the unit's UMask (node_exporter must read it).
+
+    A temp file in the same directory, fchmod'ed and fsynced, renamed over the old one: the collector
+    never sees a half-written or unreadable file.
+    """
     if metrics_dir is None:
         return
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     registry = CollectorRegistry()
     for metric, (doc, value) in gauges.items():
         Gauge(metric, doc, registry=registry).set(value)
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(metrics_dir / f"{name}.prom"), registry)
+    final = metrics_dir / f"{name}.prom"
+    tmp = metrics_dir / f".{name}.prom.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    try:
+        os.fchmod(fd, 0o644)  # the umask (UMask=0077 in the units) would leave it 0600
+        os.write(fd, generate_latest(registry))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
 
 
 def previous_value(metrics_dir: Path | None, name: str, metric: str) -> float:

@@ -22,8 +22,13 @@ def _settings(config: Config) -> Any:
 
 
 def _identities(args: argparse.Namespace, settings: Any, keystore: Any) -> list[Any]:
-    from jukics.backup.archive import load_identity_file, unseal_identity
+    from jukics.backup.archive import BackupError, load_identity_file, unseal_identity
 
+    escrow = getattr(args, "escrow_identity", None)
+    if escrow and args.identity:
+        raise BackupError("E_BACKUP_CONFIG", "give --identity or --escrow-identity, not both")
+    if escrow:
+        return load_identity_file(Path(escrow))
     if args.identity:
         return load_identity_file(Path(args.identity))
     return [unseal_identity(settings.identity_file, keystore)]
@@ -91,6 +96,7 @@ def cmd_create(config: Config, args: argparse.Namespace) -> int:
     write_textfile(settings.metrics_dir, "jukics_backup",
                    _backup_gauges(time.time(), 1, result.size_bytes, settings, len(list_backups(settings))))
     print(json.dumps({"backup": str(result.path), "size_bytes": result.size_bytes,
+                      "keystore_fingerprint": result.manifest.get("keystore_fingerprint"),
                       "row_counts": result.manifest["row_counts"], "removed": list(result.removed)}, indent=2))
     return EXIT_OK
 
@@ -123,7 +129,7 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     settings, svc = _settings(config), Service(config)
     path = _pick(settings, args.name)
     report = drill(path, _identities(args, settings, svc.keystore), config.municipality_code, svc.keystore,
-                   settings.directory)
+                   settings.directory, escrow=bool(args.escrow_identity))
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return EXIT_OK
 
@@ -165,9 +171,30 @@ def cmd_restore(config: Config, args: argparse.Namespace) -> int:
     path = _pick(settings, args.name)
     identities = _identities(args, settings, svc.keystore)
     svc.engine.dispose()
-    report = restore_backup(path, identities, config, svc.keystore)
+    escrow = bool(args.escrow_identity)
+    report = restore_backup(path, identities, config, svc.keystore, escrow=escrow,
+                            expect_fingerprint=args.expect_fingerprint)
+    if escrow:
+        report["backup_identity"] = _reprovision_identity(settings, Service(config))
     print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     return EXIT_OK
+
+
+def _reprovision_identity(settings: Any, svc: Any) -> str:
+    """After an escrow restore the old sealed identity (under this host's former secret) no longer opens:
+    keep it aside and seal a new one, so the next backups go to this host and the escrow key again."""
+    from jukics.backup.archive import BackupError, provision_identity, unseal_identity
+
+    path = settings.identity_file
+    if path.exists():
+        try:
+            unseal_identity(path, svc.keystore)
+            return "unchanged"
+        except BackupError:
+            path.rename(path.with_name(f"{path.name}.replaced-{int(time.time())}"))
+    provision_identity(path, svc.keystore)
+    _audit(svc, "backup.identity_provision", {"created": True, "escrow": True})
+    return "provisioned"
 
 
 def register(sub: Any) -> None:
@@ -194,3 +221,12 @@ def register(sub: Any) -> None:
             p.add_argument("name", nargs="?", help="backup file name (default: the latest)")
         p.add_argument("--identity", metavar="FILE", help="an age identity file (the escrow key) instead of the "
                                                           "appliance's sealed identity")
+        if name != "drill":
+            p.add_argument("--escrow-identity", metavar="FILE",
+                           help="the escrow age identity: take the keys from the backup's data-key escrow (a host "
+                                "whose TPM is new); restore then re-seals them into this host's key store")
+        else:
+            p.set_defaults(escrow_identity=None)
+        if name == "restore":
+            p.add_argument("--expect-fingerprint", metavar="HEX",
+                           help="refuse unless the backup was made under this key store (`backup create` prints it)")

@@ -41,6 +41,7 @@ SECRET_BYTES: Final = 32
 LABEL_FIELD_ENCRYPTION: Final = "jukics field-encryption v1"
 LABEL_SEARCH_HMAC: Final = "jukics search-hmac v1"
 LABEL_AUDIT_HMAC: Final = "jukics audit-hmac v1"
+LABEL_FINGERPRINT: Final = "jukics keystore-fingerprint v1"
 
 
 class KeyStoreError(Exception):
@@ -142,6 +143,63 @@ class DerivedKeysMixin:
 
     def audit_hmac_key(self) -> bytes:
         return self._subkey(LABEL_AUDIT_HMAC)
+
+    def fingerprint(self) -> str:
+        """A non-secret name of the sealed secret (16 bytes of HKDF, hex): equal fingerprints, equal keys."""
+        return self._subkey(LABEL_FINGERPRINT)[:16].hex()
+
+    def escrow_secret(self) -> bytes:
+        """The sealed secret itself, for the backup escrow only (encrypted to the escrow key at once).
+
+        Every key derives from it, so a host that lost its TPM gets the data, search and audit keys
+        back from the escrow member of a backup (docs/backup.md) and re-seals it with ``adopt_secret``.
+        """
+        return self._secret()
+
+    def _forget(self) -> None:
+        """Drop cached derivations (after ``adopt_secret`` replaced the secret)."""
+        self.__dict__.pop("_derived", None)
+
+
+def adopt_path(path: Path, data: bytes, mode: int, stamp: str) -> Path | None:
+    """Put ``data`` at ``path`` atomically; an existing file is kept as ``path.replaced-<stamp>`` (returned).
+
+    The new file is written beside the old and renamed over it, so a failure at any point leaves
+    either the old file or the new one in place, never neither.
+    """
+    tmp = path.with_name(f"{path.name}.adopt-{stamp}")
+    tmp.unlink(missing_ok=True)
+    write_new_file(tmp, data, mode)
+    aside = None
+    if path.exists():
+        aside = path.with_name(f"{path.name}.replaced-{stamp}")
+        os.link(path, aside)  # a second name first: the old blob survives the rename below
+    os.replace(tmp, path)
+    return aside
+
+
+class SecretKeyStore(DerivedKeysMixin):
+    """A key store over a secret held in memory: the escrowed secret while a restore checks a backup.
+
+    Never a service's key store (not production-safe, cannot sign); ``adopt_secret`` of the host's
+    real key store seals the secret once the backup has passed every check.
+    """
+
+    is_production_safe = False
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) != SECRET_BYTES:
+            raise KeyStoreError("E_KEYSTORE_CORRUPT", f"the escrowed secret must be {SECRET_BYTES} bytes")
+        self._held = bytes(secret)
+
+    def _secret(self) -> bytes:
+        return self._held
+
+    def sign_checkpoint(self, digest: bytes) -> bytes | None:
+        return None
+
+    def checkpoint_public_key(self) -> bytes | None:
+        return None
 
 
 def open_keystore(config_section: Mapping[str, Any], *, production: bool = False) -> KeyStore:

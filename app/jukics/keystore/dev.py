@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from jukics.keystore.base import SECRET_BYTES, DerivedKeysMixin, KeyStoreError, write_new_file
+from jukics.keystore.base import SECRET_BYTES, DerivedKeysMixin, KeyStoreError, adopt_path, write_new_file
 
 
 class DevKeyStore(DerivedKeysMixin):
@@ -77,6 +77,21 @@ class DevKeyStore(DerivedKeysMixin):
         if len(data) != SECRET_BYTES:
             raise KeyStoreError("E_KEYSTORE_CORRUPT", f"{self.path} must hold exactly {SECRET_BYTES} bytes")
         return data
+
+    def adopt_secret(self, secret: bytes, stamp: str) -> tuple[str, Path | None]:
+        """Make ``secret`` this store's secret (an escrow restore). Returns (outcome, old file kept aside)."""
+        if len(secret) != SECRET_BYTES:
+            raise KeyStoreError("E_KEYSTORE_CORRUPT", f"the secret must be {SECRET_BYTES} bytes")
+        try:
+            if self._read() == secret:
+                return "unchanged", None
+        except (FileNotFoundError, KeyStoreError):
+            pass
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        aside = adopt_path(self.path, secret, 0o600, stamp)
+        self._cached = None
+        self._forget()
+        return ("replaced" if aside else "sealed"), aside
 
     def sign_checkpoint(self, digest: bytes) -> bytes | None:
         return None  # signing comes with the TPM key store (non-exportable key)

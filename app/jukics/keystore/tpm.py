@@ -46,7 +46,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
-from jukics.keystore.base import SECRET_BYTES, DerivedKeysMixin, KeyStoreError, parse_pcr_policy, write_new_file
+from jukics.keystore.base import (
+    SECRET_BYTES,
+    DerivedKeysMixin,
+    KeyStoreError,
+    adopt_path,
+    parse_pcr_policy,
+    write_new_file,
+)
 
 # The TSS libraries log every TPM error response to stderr, including the ones we expect and handle
 # (probing for the SRK handle); our own errors say what went wrong. TSS2_LOG set by the operator wins.
@@ -455,6 +462,34 @@ class TpmKeyStore(DerivedKeysMixin):
 
     def _seal_new_secret(self) -> None:
         secret = os.urandom(SECRET_BYTES)
+        write_new_file(self.secret_path, self._seal(secret), 0o640)
+        self._cached_secret = secret
+
+    def adopt_secret(self, secret: bytes, stamp: str) -> tuple[str, Path | None]:
+        """Seal ``secret`` (an escrowed one) into THIS TPM as the store's secret (an escrow restore).
+
+        Returns (outcome, old blob kept aside): "unchanged" when the current blob already holds it,
+        "sealed" on a host without one, "replaced" when a different (or foreign, unopenable) blob is
+        renamed to ``secret.sealed.replaced-<stamp>``: never deleted, so nothing is lost by mistake.
+        """
+        if len(secret) != SECRET_BYTES:
+            raise KeyStoreError("E_KEYSTORE_CORRUPT", f"the secret must be {SECRET_BYTES} bytes")
+        self.state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        with self._esapi("provision the storage root key") as ectx:
+            self._ensure_srk(ectx)
+        if self.secret_path.exists():
+            try:
+                if self._unseal() == secret:
+                    return "unchanged", None
+            except KeyStoreError as exc:
+                if exc.code in ("E_KEYSTORE_UNAVAILABLE", "E_KEYSTORE_LOCKED_OUT"):
+                    raise  # the TPM is the problem, not the blob: replace nothing
+        aside = adopt_path(self.secret_path, self._seal(secret), 0o640, stamp)
+        self._cached_secret = secret
+        self._forget()
+        return ("replaced" if aside else "sealed"), aside
+
+    def _seal(self, secret: bytes) -> bytes:
         with self._esapi("seal the data secret") as ectx:
             srk = self._srk(ectx)
             policy_digest = None
@@ -468,9 +503,7 @@ class TpmKeyStore(DerivedKeysMixin):
             private, public, _, _, _ = ectx.create(
                 srk, sensitive, _sealed_template(policy_digest), TPM2B_DATA(), TPML_PCR_SELECTION()
             )
-        blob = SealedSecret(public.marshal(), private.marshal(), self.srk_handle, self.pcr_policy)
-        write_new_file(self.secret_path, blob.dumps(), 0o640)
-        self._cached_secret = secret
+        return SealedSecret(public.marshal(), private.marshal(), self.srk_handle, self.pcr_policy).dumps()
 
     def _unseal(self) -> bytes:
         # The TPM first: when there is none, that is the problem to report, not a missing file.

@@ -25,7 +25,7 @@ stage_rootfs() {
   local work=$1 rootfs=$1/rootfs
   jukics_mirrors || exit 2
   # Development only (JUKICS_IMAGE_DEV_WORK): reuse a finished debootstrap stage.
-  if [ -e "$work/rootfs.done" ]; then log "reusing $rootfs (development)"; return 0; fi
+  if [ -e "$work/rootfs.done" ]; then log "reusing $rootfs (development)"; mount_proc "$rootfs"; return 0; fi
   jukics_probe_mirror || exit 1
   log "debootstrap trixie from $mirror"
   jukics_debootstrap "$rootfs" "$include" "$work/debootstrap.log" || exit 1
@@ -47,10 +47,19 @@ stage_rootfs() {
   : > "$rootfs/etc/machine-id"
   echo "$mirror" > "$work/mirror"
   [ -z "${JUKICS_IMAGE_DEV_WORK:-}" ] || touch "$work/rootfs.done"
+  mount_proc "$rootfs"
+}
+
+# The roles read the kernel's settings (sysctl, base_hardening) and run apt and pip in the chroot, which
+# needs /proc; the kernel they read is the build host's, nothing is written to it
+# (base_hardening_runtime_apply: false). Unmounted by finalize, and by the build's exit trap.
+mount_proc() {
+  mountpoint -q "$1/proc" || mount -t proc proc "$1/proc" || die "cannot mount /proc in $1"
 }
 
 stage_finalize() {
   local work=$1 rootfs=$1/rootfs art=$1/artifacts
+  ! mountpoint -q "$rootfs/proc" || umount -R "$rootfs/proc" || die "cannot unmount $rootfs/proc"
   mkdir -p "$art"
   # Kernel and initramfs for direct kernel boot (missing ones stop the build here).
   local kernel initrd

@@ -30,7 +30,8 @@ def test_mirror_from_deb822_sources_and_security_derived(tmp_path: Path) -> None
     r = _lib('jukics_mirrors; echo "$mirror $security"', {"JUKICS_SOURCES_FILE": str(src)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["http://mirror.example/debian", "http://mirror.example/debian-security"]
-    src.write_text(src.read_text() + "\nTypes: deb\nURIs: http://sec.example/debian-security\nSuites: trixie-security\n")
+    sec = "\nTypes: deb\nURIs: http://sec.example/debian-security\nSuites: trixie-security\n"
+    src.write_text(src.read_text() + sec)
     r = _lib('jukics_mirrors; echo "$mirror $security"', {"JUKICS_SOURCES_FILE": str(src)})
     assert r.stdout.split() == ["http://mirror.example/debian", "http://sec.example/debian-security"]
     r = _lib('jukics_mirrors; echo "$mirror"', {"JUKICS_SOURCES_FILE": str(src), "JUKICS_MIRROR": "http://o/debian"})

@@ -37,17 +37,24 @@ class VM:
     memory_mb: int = 1024
     cpus: int = 2
     extra_append: str = ""
+    cpu: str = ""  # "" = kvm_cpu() under KVM, "max" under TCG
 
 
 def kvm_usable(dev: str = "/dev/kvm") -> bool:
     return os.path.exists(dev) and os.access(dev, os.R_OK | os.W_OK)
 
 
+def kvm_cpu() -> str:
+    """The host CPU without IA32_ARCH_CAPABILITIES: nested KVM (a CI VM) refuses to set that MSR
+    ("failed to set MSR 0x10a") and QEMU aborts. JUKICS_QEMU_CPU overrides."""
+    return os.environ.get("JUKICS_QEMU_CPU", "host,-arch-capabilities")
+
+
 def qemu_command(vm: VM, qemu: str = "qemu-system-x86_64") -> list[str]:
     """Direct kernel boot, virtio disk and NIC, swtpm over its control socket as a CRB TPM 2.0."""
     append = f"root=/dev/vda rw console=ttyS0 panic=-1 {vm.extra_append}".strip()
     return [
-        qemu, "-machine", f"q35,accel={vm.accel}", "-cpu", "host" if vm.accel == "kvm" else "max",
+        qemu, "-machine", f"q35,accel={vm.accel}", "-cpu", vm.cpu or kvm_cpu() if vm.accel == "kvm" else "max",
         "-m", str(vm.memory_mb), "-smp", str(vm.cpus), "-no-reboot",
         "-display", "none", "-serial", f"file:{vm.console_log}", "-monitor", "none",
         "-kernel", str(vm.kernel), "-initrd", str(vm.initrd), "-append", append,
@@ -87,7 +94,9 @@ class Guest:
 
     def start(self) -> None:
         subprocess.run(swtpm_command(self.tpm_state, self.sock), check=True)
-        self.proc = subprocess.Popen(qemu_command(self.vm), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.qemu_err = self.work / f"qemu-{self.tpm_state.name}.err"
+        with self.qemu_err.open("wb") as err:
+            self.proc = subprocess.Popen(qemu_command(self.vm), stdout=subprocess.DEVNULL, stderr=err)
 
     def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -99,9 +108,11 @@ class Guest:
     def wait_status(self, deadline_s: float) -> dict | None:
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
+            err = self.qemu_err.read_text(errors="replace") if self.qemu_err.exists() else ""
+            if self.accel == "kvm" and kvm_failed(err):
+                raise KvmUnusable(err.strip().splitlines()[0] if err.strip() else "KVM failed")
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"QEMU exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-500:]}"
-                                   if self.proc.stderr else "QEMU exited")
+                raise RuntimeError(f"QEMU exited {self.proc.returncode}: {err[-500:]}")
             try:
                 r = self.ssh("sudo cat /var/lib/jukics-firstboot/status.json", timeout=20)
             except subprocess.TimeoutExpired:
@@ -111,9 +122,11 @@ class Guest:
             time.sleep(2)
         return None
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:
             try:
+                if kill:
+                    raise subprocess.TimeoutExpired("qemu", 0)
                 self.ssh("sudo systemctl poweroff", timeout=15)
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -123,6 +136,15 @@ class Guest:
         if pid.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid.read_text().strip()), 15)
+
+
+class KvmUnusable(RuntimeError):
+    """/dev/kvm opens but the guest cannot run on it (nested KVM in a CI VM): fall back to TCG."""
+
+
+def kvm_failed(qemu_stderr: str) -> bool:
+    # A KVM internal error pauses the guest (QEMU does not exit); an MSR QEMU cannot set aborts it.
+    return "KVM internal error" in qemu_stderr or "failed to set MSR" in qemu_stderr
 
 
 def check(cond: bool, what: str, failures: list[str]) -> None:
@@ -138,7 +160,7 @@ def main() -> int:
     if not qcow2.exists():
         print(f"no image at {qcow2}: run make appliance-image first", file=sys.stderr)
         return 2
-    accel = "kvm" if kvm_usable() else "tcg"
+    accel = os.environ.get("JUKICS_QEMU_ACCEL") or ("kvm" if kvm_usable() else "tcg")
     failures: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="jukics-boottest."))
     guests: list[Guest] = []
@@ -150,7 +172,21 @@ def main() -> int:
         guests.append(g)
         t0 = time.monotonic()
         g.start()
-        status = g.wait_status(float(os.environ.get("JUKICS_BOOT_TIMEOUT", "600")))
+        try:
+            status = g.wait_status(float(os.environ.get("JUKICS_BOOT_TIMEOUT", "600")))
+        except KvmUnusable as exc:
+            print(f"KVM unusable here ({exc}): booting again under TCG")
+            g.stop(kill=True)
+            accel = "tcg"
+            (work / "disk.qcow2").unlink()
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(qcow2),
+                            str(work / "disk.qcow2")], check=True)
+            # A fresh TPM (the KVM attempt's swtpm may have written its state) and a fresh overlay.
+            g = Guest(work, image_dir, work / "id", work / "tpm-a-tcg", accel)
+            guests.append(g)
+            t0 = time.monotonic()
+            g.start()
+            status = g.wait_status(float(os.environ.get("JUKICS_BOOT_TIMEOUT", "900")))
         ready = time.monotonic() - t0
         print(f"boot to first-boot done: {ready:.1f} s ({accel.upper()})")
         check(status is not None, "first boot wrote its status", failures)

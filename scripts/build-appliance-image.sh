@@ -86,7 +86,9 @@ stage_finalize() {
   rm -f "$work/rootfs.tar"
   PYTHONPATH=$here/app python3 -m jukics.image.manifest --packages "$work/packages.tsv" --artifacts "$art" \
     --roles "$here/roles" --mirror "$(cat "$work/mirror" 2>/dev/null || echo unknown)" \
-    --command "make -C $here appliance-image" --repo "$here" > "$art/manifest.json"
+    --command "make -C $here appliance-image" --repo "$here" > "$work/manifest.json" || die "manifest failed"
+  # Written beside the artifacts, not among them: the manifest must not hash itself.
+  mv "$work/manifest.json" "$art/manifest.json"
   # Into place only now; the previous build's artifacts are replaced as a whole.
   mkdir -p "$(dirname "$out")"
   rm -rf "$out.new"; mv "$art" "$out.new"

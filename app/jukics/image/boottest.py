@@ -204,6 +204,12 @@ def main() -> int:
         r = g.ssh("sudo runuser -u jukics -- /opt/jukics/venv/bin/jukics --config /etc/jukics/jukics.toml "
                   "keystore status --json")
         check(r.returncode == 0 and '"usable": true' in r.stdout, "data key unseals with this TPM", failures)
+        # The TLS keys first boot made are TPM key blobs (the private part never left the TPM).
+        r = g.ssh("sudo sh -c 'for k in /etc/jukics/tls/*/current/key.pem; do head -n1 \"$k\"; done'")
+        heads = [line for line in r.stdout.splitlines() if line.strip()]
+        print(f"TLS key files: {len(heads)}")
+        check(bool(heads) and all(h == "-----BEGIN TSS2 PRIVATE KEY-----" for h in heads),
+              "every TLS key is a TSS2 key blob of the guest's TPM", failures)
         g.stop()
         # The same disk with another TPM: the sealed data key must not unseal.
         g2 = Guest(work, image_dir, work / "id", work / "tpm-b", accel)

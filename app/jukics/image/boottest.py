@@ -201,7 +201,7 @@ def main() -> int:
               failures)
         r = g.ssh("systemctl is-failed jukics.service; systemctl show -p ConditionResult --value jukics.service")
         check("failed" not in r.stdout.split("\n")[0], "jukics.service is waiting, not failed", failures)
-        r = g.ssh("sudo runuser -u jukics -- /opt/jukics/venv/bin/jukics --config /etc/jukics/jukics.toml "
+        r = g.ssh("sudo runuser -u jukics -g jukics -G tss -- /opt/jukics/venv/bin/jukics --config /etc/jukics/jukics.toml "
                   "keystore status --json")
         check(r.returncode == 0 and '"usable": true' in r.stdout, "data key unseals with this TPM", failures)
         # The TLS keys first boot made are TPM key blobs (the private part never left the TPM).
@@ -216,7 +216,7 @@ def main() -> int:
         guests.append(g2)
         g2.start()
         g2.wait_status(300)
-        r = g2.ssh("sudo runuser -u jukics -- /opt/jukics/venv/bin/jukics --config /etc/jukics/jukics.toml "
+        r = g2.ssh("sudo runuser -u jukics -g jukics -G tss -- /opt/jukics/venv/bin/jukics --config /etc/jukics/jukics.toml "
                    "keystore status --json")
         print(r.stdout.strip()[-400:] or r.stderr.strip()[-400:])
         check('"usable": true' not in r.stdout, "data key does NOT unseal with a different swtpm state", failures)

@@ -131,7 +131,7 @@ def test_first_boot_provisions_and_writes_csrs(tmp_path: Path) -> None:
     assert out.state == "awaiting-certificates", out.error
     steps = [s["step"] for s in out.steps]
     assert steps == ["ssh-host-keys", "db-upgrade", "keystore-provision", "csr-intake", "csr-links"]
-    assert run.calls[1][:4] == ["runuser", "-u", "jukics", "--"]
+    assert run.calls[1][:8] == ["runuser", "-u", "jukics", "-g", "jukics", "-G", "tss", "--"]
     firstboot.write_status(paths, out, now=lambda: 5)
     assert firstboot.read_status(tmp_path)["state"] == "awaiting-certificates"  # type: ignore[index]
     assert (tmp_path / "var/lib/jukics-firstboot/done").exists()

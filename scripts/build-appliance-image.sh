@@ -17,47 +17,23 @@ die() { printf '[appliance-image] ERROR: %s\n' "$*" >&2; exit 1; }
 # that boots under QEMU/KVM and on hardware, its initramfs, udev (the TPM device node) and networkd.
 include=python3,python3-apt,python3-venv,systemd,systemd-sysv,udev,kmod,dbus,nftables,iproute2,iputils-ping,openssh-server,ca-certificates,sudo,procps,gnupg,linux-image-amd64,initramfs-tools,zstd
 
-mirrors() {
-  local sources=/etc/apt/sources.list.d/debian.sources
-  mirror=${JUKICS_MIRROR:-$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$sources" 2>/dev/null || true)}
-  security=${JUKICS_SECURITY_MIRROR:-$(awk '/^URIs:/ && $2 ~ /security/ {print $2; exit}' "$sources" 2>/dev/null || true)}
-  [ -n "$mirror" ] || die "no Debian mirror configured in $sources; set JUKICS_MIRROR"
-  [ -n "$security" ] || security="${mirror%/debian}/debian-security"
-}
+# Mirror detection, debootstrap, sources and the security upgrade are shared with the base image.
+# shellcheck source=scripts/lib/debootstrap.sh
+. "$here/scripts/lib/debootstrap.sh"
 
 stage_rootfs() {
   local work=$1 rootfs=$1/rootfs
-  mirrors
+  jukics_mirrors || exit 2
   # Development only (JUKICS_IMAGE_DEV_WORK): reuse a finished debootstrap stage.
-  if [ -e "$work/rootfs.done" ]; then log "reusing $rootfs (development)"; return 0; fi
-  # Fail fast and clearly on a mirror that does not answer (debootstrap's own message is buried).
-  curl -fsS --max-time 20 -o /dev/null "$mirror/dists/trixie/Release" 2>"$work/mirror.err" \
-    || die "mirror unreachable: $mirror ($(tr -d '\n' < "$work/mirror.err")); set JUKICS_MIRROR"
-  mkdir -p "$cache/debcache"
+  if [ -e "$work/rootfs.done" ]; then log "reusing $rootfs (development)"; mount_proc "$rootfs"; return 0; fi
+  jukics_probe_mirror || exit 1
   log "debootstrap trixie from $mirror"
-  debootstrap --variant=minbase --cache-dir="$cache/debcache" --include="$include" trixie "$rootfs" "$mirror" \
-    > "$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed (mirror $mirror)"; }
-  rm -f "$rootfs/etc/apt/sources.list"
-  cat > "$rootfs/etc/apt/sources.list.d/debian.sources" <<SRC
-Types: deb
-URIs: $mirror
-Suites: trixie trixie-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: $security
-Suites: trixie-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+  jukics_debootstrap "$rootfs" "$include" "$work/debootstrap.log" || exit 1
+  jukics_write_sources "$rootfs"
   log "security updates; systemd-networkd if trixie ships it apart"
-  mount -t proc proc "$rootfs/proc"
-  # shellcheck disable=SC2016
-  chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c \
-    'apt-get -q update && apt-get -y -q upgrade && { ! apt-cache show systemd-networkd >/dev/null 2>&1 || apt-get -y -q --no-install-recommends install systemd-networkd; }' \
-    > "$work/upgrade.log" 2>&1 || { umount "$rootfs/proc"; tail -20 "$work/upgrade.log" >&2; die "apt upgrade in the rootfs failed"; }
-  umount "$rootfs/proc"
+  jukics_upgrade "$rootfs" "$work/upgrade.log" \
+    '{ ! apt-cache show systemd-networkd >/dev/null 2>&1 || apt-get -y -q --no-install-recommends install systemd-networkd; }' \
+    || exit 1
   # The boot disk (no partition table: direct kernel boot, root=/dev/vda) and DHCP on the first NIC.
   printf '/dev/vda / ext4 defaults,errors=remount-ro 0 1\n' > "$rootfs/etc/fstab"
   printf 'jukics-cs\n' > "$rootfs/etc/hostname"
@@ -71,10 +47,19 @@ SRC
   : > "$rootfs/etc/machine-id"
   echo "$mirror" > "$work/mirror"
   [ -z "${JUKICS_IMAGE_DEV_WORK:-}" ] || touch "$work/rootfs.done"
+  mount_proc "$rootfs"
+}
+
+# The roles read the kernel's settings (sysctl, base_hardening) and run apt and pip in the chroot, which
+# needs /proc; the kernel they read is the build host's, nothing is written to it
+# (base_hardening_runtime_apply: false). Unmounted by finalize, and by the build's exit trap.
+mount_proc() {
+  mountpoint -q "$1/proc" || mount -t proc proc "$1/proc" || die "cannot mount /proc in $1"
 }
 
 stage_finalize() {
   local work=$1 rootfs=$1/rootfs art=$1/artifacts
+  ! mountpoint -q "$rootfs/proc" || umount -R "$rootfs/proc" || die "cannot unmount $rootfs/proc"
   mkdir -p "$art"
   # Kernel and initramfs for direct kernel boot (missing ones stop the build here).
   local kernel initrd
@@ -101,7 +86,9 @@ stage_finalize() {
   rm -f "$work/rootfs.tar"
   PYTHONPATH=$here/app python3 -m jukics.image.manifest --packages "$work/packages.tsv" --artifacts "$art" \
     --roles "$here/roles" --mirror "$(cat "$work/mirror" 2>/dev/null || echo unknown)" \
-    --command "make -C $here appliance-image" --repo "$here" > "$art/manifest.json"
+    --command "make -C $here appliance-image" --repo "$here" > "$work/manifest.json" || die "manifest failed"
+  # Written beside the artifacts, not among them: the manifest must not hash itself.
+  mv "$work/manifest.json" "$art/manifest.json"
   # Into place only now; the previous build's artifacts are replaced as a whole.
   mkdir -p "$(dirname "$out")"
   rm -rf "$out.new"; mv "$art" "$out.new"

@@ -18,41 +18,21 @@ if [ "$(podman image inspect --format '{{ index .Labels "jukics.recipe" }}' "$im
   exit 0
 fi
 
-sources=/etc/apt/sources.list.d/debian.sources
-mirror=${JUKICS_MIRROR:-$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$sources" 2>/dev/null || true)}
-security=${JUKICS_SECURITY_MIRROR:-$(awk '/^URIs:/ && $2 ~ /security/ {print $2; exit}' "$sources" 2>/dev/null || true)}
-[ -n "$mirror" ] || { echo "no Debian mirror configured in $sources; set JUKICS_MIRROR" >&2; exit 2; }
-[ -n "$security" ] || security="${mirror%/debian}/debian-security"
+# Mirror detection, debootstrap, sources and the security upgrade are shared with the appliance image.
+# shellcheck source=scripts/lib/debootstrap.sh
+. "$(dirname "$0")/lib/debootstrap.sh"
+jukics_mirrors || exit 2
+jukics_probe_mirror || exit 1
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/jukics-rootfs.XXXXXX")
 trap 'umount -R "$work/rootfs/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
 rootfs=$work/rootfs
-mkdir -p "$cache/debcache"
 
 log "debootstrap trixie from $mirror"
-debootstrap --variant=minbase --cache-dir="$cache/debcache" --include="$include" trixie "$rootfs" "$mirror" \
-  > "$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log" >&2; echo "debootstrap failed (mirror $mirror)" >&2; exit 1; }
-
-rm -f "$rootfs/etc/apt/sources.list"
-cat > "$rootfs/etc/apt/sources.list.d/debian.sources" <<SRC
-Types: deb
-URIs: $mirror
-Suites: trixie trixie-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: $security
-Suites: trixie-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+jukics_debootstrap "$rootfs" "$include" "$work/debootstrap.log" || exit 1
+jukics_write_sources "$rootfs"
 log "applying trixie security updates"
-mount -t proc proc "$rootfs/proc"
-chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c \
-  'apt-get -q update && apt-get -y -q upgrade && apt-get clean' > "$work/upgrade.log" 2>&1 \
-  || { tail -20 "$work/upgrade.log" >&2; exit 1; }
-umount "$rootfs/proc"
+jukics_upgrade "$rootfs" "$work/upgrade.log" "apt-get clean" || exit 1
 # No apt lists in the image, and no stamp claiming they are fresh (Ansible's apt cache_valid_time
 # would then skip the update and find no package).
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/periodic/*

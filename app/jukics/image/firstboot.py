@@ -42,6 +42,7 @@ class Paths:
     venv: Path = Path("/opt/jukics/venv")
     tpm_device: Path = Path("/dev/tpmrm0")
     service_user: str = "jukics"
+    tpm_group: str = "tss"
 
     def at(self, p: Path) -> Path:
         """`p` under the root (tests run against a temp dir)."""
@@ -134,7 +135,9 @@ def first_boot(paths: Paths, runner: Runner = run, cmdline: str = "",
         return out
 
     jukics = [str(paths.venv / "bin" / "jukics"), "--config", str(paths.config)]
-    as_service = ["runuser", "-u", paths.service_user, "--"]
+    # The service's groups as its units give them (cs_service: SupplementaryGroups=tss): /dev/tpmrm0 is
+    # tss:tss 0660, so the bare user cannot open the TPM.
+    as_service = ["runuser", "-u", paths.service_user, "-g", paths.service_user, "-G", paths.tpm_group, "--"]
     if not step("db-upgrade", as_service + jukics + ["db", "upgrade"]):
         return out
     # 0: created the storage key and sealed data key; 3: they exist already (a retried first boot).

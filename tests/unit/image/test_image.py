@@ -74,7 +74,7 @@ def test_qemu_command_kvm_and_tcg(tmp_path: Path) -> None:
                      tpm_socket=tmp_path / "swtpm.sock", ssh_port=2222, console_log=tmp_path / "c.log", accel="kvm")
     cmd = boottest.qemu_command(vm)
     joined = " ".join(cmd)
-    assert "q35,accel=kvm" in joined and cmd[cmd.index("-cpu") + 1] == "host"
+    assert "q35,accel=kvm" in joined and cmd[cmd.index("-cpu") + 1] == "host,-arch-capabilities"
     assert f"socket,id=chrtpm,path={tmp_path}/swtpm.sock" in cmd
     assert "emulator,id=tpm0,chardev=chrtpm" in cmd and "tpm-crb,tpmdev=tpm0" in cmd
     # SSH reachable on loopback only
@@ -131,7 +131,7 @@ def test_first_boot_provisions_and_writes_csrs(tmp_path: Path) -> None:
     assert out.state == "awaiting-certificates", out.error
     steps = [s["step"] for s in out.steps]
     assert steps == ["ssh-host-keys", "db-upgrade", "keystore-provision", "csr-intake", "csr-links"]
-    assert run.calls[1][:4] == ["runuser", "-u", "jukics", "--"]
+    assert run.calls[1][:8] == ["runuser", "-u", "jukics", "-g", "jukics", "-G", "tss", "--"]
     firstboot.write_status(paths, out, now=lambda: 5)
     assert firstboot.read_status(tmp_path)["state"] == "awaiting-certificates"  # type: ignore[index]
     assert (tmp_path / "var/lib/jukics-firstboot/done").exists()
@@ -185,3 +185,10 @@ def test_jukics_status_waiting_ready_failed(tmp_path: Path) -> None:
     firstboot.write_status(paths, firstboot.Outcome(state="failed", error="no TPM"))
     rc, doc = appliance_status(cfg, tmp_path)  # type: ignore[arg-type]
     assert rc == EXIT_FAILED and "no TPM" in doc["next"]
+
+
+def test_kvm_failure_is_recognised_for_the_tcg_fallback() -> None:
+    assert boottest.kvm_failed("KVM internal error. Suberror: 1\nemulation failure\n")
+    assert boottest.kvm_failed("qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n")
+    assert not boottest.kvm_failed("")
+    assert not boottest.kvm_failed("qemu-system-x86_64: terminating on signal 15\n")

@@ -7,8 +7,10 @@ With tpm2-openssl >= 1.2 (Debian 13, the appliance) the listed terminal's certif
 real mutual-TLS handshake and reaches the API, a certificate from the same CA that is not listed is
 refused by the service, and one from a foreign CA by TLS. With Debian 12's 1.1 (which would route
 every digest to the TPM) the listener must refuse to start: never a fallback to a software key.
-Exactly one of the two tests runs on a given host; the molecule default scenario (trixie) runs the
-first path end to end too (molecule/default/verify/terminal.yml).
+Exactly one of the two tests runs on a given host: on this project's bookworm CI host the refusal;
+`scripts/test-tpm-trixie.sh` runs this file on Debian 13 in a container, where the handshake test
+runs (and passes). The molecule default scenario proves the deployed unit end to end
+(molecule/default/verify/terminal.yml).
 """
 
 from __future__ import annotations

@@ -103,6 +103,8 @@ def cmd_health(config: Config, args: argparse.Namespace) -> int:
     listeners = [("intake", config.intake)]
     if config.peer_listener is not None:
         listeners.append(("peer_listener", config.peer_listener))  # type: ignore[arg-type]
+    if config.terminal_listener is not None:
+        listeners.append(("terminal_listener", config.terminal_listener))  # type: ignore[arg-type]
     for name, side in listeners:
         listen = side.listen
         host = "127.0.0.1" if listen.host in ("0.0.0.0", "::") else listen.host  # noqa: S104 - a wildcard bind

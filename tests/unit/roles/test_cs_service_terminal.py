@@ -41,6 +41,10 @@ def render(tmp_path: Path, inventory: str, extra: dict) -> tuple[dict, str, Path
                   str(ROOT / "inventories/lab/group_vars/appliance/main.yml")]
     else:
         files += [str(ROOT / "inventories/example/group_vars/appliance/cs_service.yml")]
+    # the lab inventory reads the run-time escrow key of scripts/lab-pki.sh from the lab PKI folder
+    import pyrage
+
+    (tmp_path / "escrow.pub").write_text(str(pyrage.x25519.Identity.generate().to_public()) + "\n")
     # Extra vars (-e) beat every file, as a user's inventory beats the role's defaults.
     extra = {"role_path": str(ROLE), "ansible_managed": "test", "inventory_dir": str(tmp_path),
              "cs_service_keystore_tcti": "tabrmd:bus_type=system", "jukics_lab_pki_dir": str(tmp_path),

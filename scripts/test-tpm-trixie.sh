@@ -23,8 +23,8 @@ apt-get install -y -qq --no-install-recommends swtpm swtpm-tools tpm2-abrmd libt
   tpm2-tools python3-tpm2-pytss dbus python3-pytest openssl >/dev/null
 dpkg-query -W tpm2-openssl swtpm tpm2-abrmd python3-tpm2-pytss
 python3 -m venv --system-site-packages /venv
-/venv/bin/pip install -q --no-index --find-links /wheels falcon gunicorn sqlalchemy alembic cryptography pyotp \
-  prometheus-client holidays pyrage segno pyyaml
+# the pinned versions of requirements/app.txt, as on the appliance (not Debian python3-cryptography, too old)
+/venv/bin/pip install -q --no-index --find-links /wheels -r /src/requirements/app.txt
 cd /src
-PYTHONPATH=/src/app exec /venv/bin/python -m pytest -q -p no:cacheprovider -rs --basetemp=/tmp/pt "$@"
+PATH=/venv/bin:$PATH PYTHONPATH=/src/app exec /venv/bin/python -m pytest -q -p no:cacheprovider -rs --basetemp=/tmp/pt "$@"
 ' test-tpm-trixie "$@"

@@ -37,6 +37,8 @@ stage_rootfs() {
   # The boot disk (no partition table: direct kernel boot, root=/dev/vda) and DHCP on the first NIC.
   printf '/dev/vda / ext4 defaults,errors=remount-ro 0 1\n' > "$rootfs/etc/fstab"
   printf 'jukics-cs\n' > "$rootfs/etc/hostname"
+  # sudo resolves the host name; without this line it warns "unable to resolve host" on every call
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\tjukics-cs\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$rootfs/etc/hosts"
   mkdir -p "$rootfs/etc/systemd/network"
   printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n' > "$rootfs/etc/systemd/network/20-wired.network"
   ln -sf /usr/lib/systemd/system/systemd-networkd.service "$rootfs/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"

@@ -116,6 +116,8 @@ class Corrections:
             err = CorrectionError(E_CORRECTION_UNKNOWN, "no such request")
         elif req["requested_by"] == approver:
             err = CorrectionError(E_SELF_APPROVAL, "a different person must decide (二者確認)")
+        elif req["status"] == "applying" and approve:
+            pass  # approved, but the apply did not finish (a crash between the two steps): finish it below
         elif req["status"] != "pending":
             err = CorrectionError(E_CORRECTION_STATE, f"the request is {req['status']}")
         if err is not None:
@@ -124,6 +126,12 @@ class Corrections:
             metrics.CORRECTIONS.labels(step="refused").inc()
             raise err
         assert req is not None
+        if req["status"] == "applying":
+            # The decision was taken and audited; only the apply is repeated. It is idempotent (request
+            # id corr-<id>: intake answers "duplicate" if it had already applied), under the first
+            # approver's name, so a crash never leaves a request stuck half-done.
+            self._audit(f"{req['kind']}.resume", approver, terminal, req["juminhyo_code"], rid=rid)
+            return self._finish(req, req["decided_by"] or approver, rid)
         now = iso_utc(self.clock())
         with write_transaction(self.engine) as conn:
             # only one decision wins: two approvers racing find one pending row between them
@@ -137,6 +145,9 @@ class Corrections:
         if not approve:
             metrics.CORRECTIONS.labels(step="rejected").inc()
             return Decision(rid, "rejected", None)
+        return self._finish(req, approver, rid)
+
+    def _finish(self, req: Mapping[str, Any], approver: str, rid: str) -> Decision:
         status, code = self._apply(req, approver, rid)
         with write_transaction(self.engine) as conn:
             conn.execute(update(correction_requests).where(correction_requests.c.id == rid)

@@ -305,6 +305,35 @@ def test_correction_dual_control(env):
     assert any(a.startswith("intake.") for a in actions)  # applied through the normal intake path
 
 
+def test_an_approval_interrupted_before_its_apply_is_finished_by_approving_again(env):
+    from sqlalchemy import update
+
+    from jukics.store.schema import correction_requests
+
+    p = person(env, 3)
+    code = attr(p, "juminhyo_code")
+    r = env.post("/v1/corrections", {"juminhyo_code": code, "changes": {"name_kanji": "再開\u3000花子"},
+                                     "reason": "誤記の訂正"}, env.token("clerk1"))
+    rid = r.json["id"]
+    # the process died after the decision was stored and before the apply: the row says "applying"
+    with env.svc.engine.begin() as conn:
+        conn.execute(update(correction_requests).where(correction_requests.c.id == rid)
+                     .values(status="applying", decided_by="boss1", decided_at="2026-12-01T00:00:00Z"))
+    assert env.svc.store.get_current(code)["name_kanji"] == attr(p, "name_kanji")
+    # the requester still cannot finish it themselves
+    r = env.post(f"/v1/corrections/{rid}/approve", {}, env.token("clerk1"))
+    assert r.status_code == 403
+    r = env.post(f"/v1/corrections/{rid}/approve", {}, env.token("boss2"))
+    assert r.status_code == 200 and r.json["status"] == "applied", r.json
+    assert env.svc.store.get_current(code)["name_kanji"] == "再開\u3000花子"
+    r = env.client.simulate_get(f"/v1/corrections/{rid}", headers={"Authorization": f"Bearer {env.token('boss2')}"})
+    assert r.json["decided_by"] == "boss1" and r.json["status"] == "applied"
+    assert "correction.resume" in [e[0] for e in env.events()]
+    # a second resume finds nothing to do
+    r = env.post(f"/v1/corrections/{rid}/approve", {}, env.token("boss2"))
+    assert r.status_code == 409 and r.json["error"]["code"] == "E_CORRECTION_STATE"
+
+
 def test_self_approval_refused_and_audited(env):
     code = attr(person(env, 1), "juminhyo_code")
     boss = env.token("boss1")

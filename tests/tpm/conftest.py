@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from softtpm import SoftTpm, start_swtpm, wait_for
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture
 def swtpm_factory(tmp_path: Path) -> Iterator[Callable[[], SoftTpm]]:
@@ -81,3 +83,11 @@ def abrmd(tmp_path: Path, swtpm: SoftTpm) -> Iterator[Abrmd]:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway lab PKI (scripts/lab-pki.sh): CA, cs, terminal, kizon, stranger... certificates."""
+    out = tmp_path_factory.mktemp("pki")
+    subprocess.run(["bash", str(ROOT / "scripts/lab-pki.sh"), str(out)], check=True, capture_output=True)
+    return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from service_helpers import Cli, free_port
 from softtpm import set_lockout
 
 from jukics.sim.kizon_client import client_context, post_batch
@@ -30,11 +30,6 @@ from jukics.sim.residents import generate_residents, resident_intake_items
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_config(work: Path, pki: Path, tcti: str, port: int) -> Path:
@@ -64,26 +59,11 @@ workers = 2
     return config
 
 
-class Cli:
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
-        self.config = config
-        self.env = dict(env, PYTHONPATH=str(ROOT / "app"))
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "jukics", "--config", str(self.config), *args],
-                              capture_output=True, text=True, env=self.env, timeout=120, check=False)
-
-
-@pytest.fixture
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki")
-    subprocess.run(["bash", str(ROOT / "scripts/lab-pki.sh"), str(out)], check=True, capture_output=True)
-    return out
 
 
 @pytest.fixture
 def tpm_service(tmp_path: Path, pki: Path, abrmd) -> Iterator[tuple[Cli, int, Path]]:
-    port = _free_port()
+    port = free_port()
     cli = Cli(_write_config(tmp_path, pki, abrmd.tcti, port), abrmd.env)
     unmigrated = cli("keystore", "provision")
     assert unmigrated.returncode == 2 and "jukics db upgrade" in unmigrated.stderr
@@ -157,7 +137,7 @@ def test_resigning_or_stripping_a_checkpoint_is_detected(tpm_service):
 
 
 def test_the_service_refuses_to_start_without_a_usable_tpm(tmp_path, pki, swtpm):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     cli = Cli(_write_config(tmp_path, pki, f"swtpm:path={tmp_path}/no-such-tpm", port), env)
     assert cli("db", "upgrade").returncode == 0

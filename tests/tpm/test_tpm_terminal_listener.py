@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import ssl
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from service_helpers import Cli, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = "term-01.lab.jukics.example"
@@ -43,33 +43,13 @@ PROVIDER = _provider_version()
 CAN_SERVE = PROVIDER >= (1, 2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-class Cli:
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
-        self.config = config
-        self.env = dict(env, PYTHONPATH=str(ROOT / "app"))
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "jukics", "--config", str(self.config), *args],
-                              capture_output=True, text=True, env=self.env, timeout=120, check=False)
-
-
-@pytest.fixture
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki")
-    subprocess.run(["bash", str(ROOT / "scripts/lab-pki.sh"), str(out)], check=True, capture_output=True)
-    return out
 
 
 @pytest.fixture
 def terminal_identity(tmp_path: Path, pki: Path, abrmd) -> tuple[Cli, int]:
     """A config like the role's, the terminal identity's key made in the TPM and its certificate active."""
-    intake, port = _free_port(), _free_port()
+    intake, port = free_port(), free_port()
     tls = tmp_path / "tls"
     config = tmp_path / "jukics.toml"
     config.write_text(f"""

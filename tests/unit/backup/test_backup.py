@@ -9,6 +9,7 @@ import json
 import sqlite3
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pyrage
 import pytest
@@ -50,22 +51,28 @@ metrics_dir = "{root}/textfile"
     return cfg
 
 
-@pytest.fixture
-def appliance(tmp_path):
+def seeded_host(root: Path, escrow_file: Path, *, residents: int, seed: int) -> tuple[Path, Any, Service, list]:
+    """A migrated appliance in `root` with synthetic residents applied and an escrow identity kept in
+    `escrow_file` (offline, in real life): (its jukics.toml, config, service, the residents)."""
     from jukics.sim.residents import generate_residents, resident_intake_items
 
     escrow = pyrage.x25519.Identity.generate()
-    escrow_file = tmp_path / "escrow.key"
-    escrow_file.write_text(f"# escrow\n{escrow}\n")
-    cfg = write_config(tmp_path, str(escrow.to_public()))
+    escrow_file.write_text(f"# escrow, kept offline\n{escrow}\n")
+    cfg = write_config(root, str(escrow.to_public()))
     assert cli_main(["--config", str(cfg), "db", "upgrade"]) == 0
     config = load_config(cfg)
     svc = Service(config)
     svc.intake.today = lambda: TODAY
-    items = [i for p in generate_residents(20, seed=3, municipality_code=MUNICIPALITY, today=TODAY)
-             for i in resident_intake_items(p)]
-    out = svc.intake.submit(items, client=CLIENT)
+    people = list(generate_residents(residents, seed=seed, municipality_code=MUNICIPALITY, today=TODAY))
+    out = svc.intake.submit([i for p in people for i in resident_intake_items(p)], client=CLIENT)
     assert out["applied"] > 0
+    return cfg, config, svc, people
+
+
+@pytest.fixture
+def appliance(tmp_path):
+    escrow_file = tmp_path / "escrow.key"
+    cfg, config, svc, _ = seeded_host(tmp_path, escrow_file, residents=20, seed=3)
     with svc.engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO card_messages (request_id, type, digest, received_at, delete_on, payload_ct) "

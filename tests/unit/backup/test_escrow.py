@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyrage
 import pytest
-from test_backup import CLIENT, MUNICIPALITY, TODAY, live_digest, write_config
+from test_backup import MUNICIPALITY, live_digest, seeded_host, write_config
 
 from jukics.backup import archive as bk
 from jukics.cli.main import main as cli_main
@@ -24,26 +24,16 @@ from jukics.service import Service
 @pytest.fixture
 def old_host(tmp_path):
     """The appliance whose TPM will die: residents, one backup, the escrow identity kept offline."""
-    from jukics.sim.residents import generate_residents, resident_intake_items
-
     root = tmp_path / "old"
     root.mkdir()
-    escrow = pyrage.x25519.Identity.generate()
     escrow_file = tmp_path / "escrow.key"
-    escrow_file.write_text(f"# escrow, kept offline\n{escrow}\n")
-    cfg = write_config(root, str(escrow.to_public()))
-    assert cli_main(["--config", str(cfg), "db", "upgrade"]) == 0
-    config = load_config(cfg)
-    svc = Service(config)
-    svc.intake.today = lambda: TODAY
-    people = list(generate_residents(15, seed=5, municipality_code=MUNICIPALITY, today=TODAY))
-    out = svc.intake.submit([i for p in people for i in resident_intake_items(p)], client=CLIENT)
-    assert out["applied"] > 0
+    cfg, config, svc, people = seeded_host(root, escrow_file, residents=15, seed=5)
     svc.engine.dispose()
     assert cli_main(["--config", str(cfg), "backup", "provision"]) == 0
     settings = bk.BackupSettings.from_config(config.raw)
     res = bk.create_backup(config.database_url, MUNICIPALITY, settings, svc.keystore)
     codes = {p["juminhyo_code"]: Service(config).store.get_current(p["juminhyo_code"]) for p in people}
+    escrow = bk.load_identity_file(escrow_file)[0]
     return root, config, res.path, escrow_file, escrow, codes
 
 

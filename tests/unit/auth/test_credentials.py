@@ -14,7 +14,7 @@ T0 = 1_790_000_000.0  # a fixed clock: 2026-09-21
 
 def test_a_password_verifies_and_a_wrong_one_does_not():
     encoded = c.hash_password("Correct-Horse-9", memory_kib=1024, iterations=1)
-    assert encoded.startswith("$argon2id$v=19$m=1024,t=1,p=1$")  # the PHC string argon2 tools read
+    assert encoded.startswith(f"$argon2id$v=19$m=1024,t=1,p={c.ARGON2_LANES}$")  # the PHC string argon2 tools read
     assert c.verify_password("Correct-Horse-9", encoded).ok
     assert not c.verify_password("Correct-Horse-8", encoded).ok
     assert c.verify_password("Correct-Horse-9", encoded).needs_rehash  # below today's cost
@@ -25,6 +25,22 @@ def test_the_default_cost_needs_no_rehash():
     encoded = c.hash_password("Correct-Horse-9")
     assert f"m={c.ARGON2_MEMORY_KIB},t={c.ARGON2_ITERATIONS},p={c.ARGON2_LANES}$" in encoded
     assert c.verify_password("Correct-Horse-9", encoded) == c.PasswordCheck(True, False)
+
+
+def test_the_default_cost_is_owasps_argon2id_floor_on_two_lanes():
+    # m=19 MiB, t=2 (OWASP's first Argon2id setting); the two lanes split the same memory and work
+    assert (c.ARGON2_MEMORY_KIB, c.ARGON2_ITERATIONS, c.ARGON2_LANES) == (19456, 2, 2)
+
+
+def test_a_single_lane_hash_of_the_same_cost_verifies_and_is_rehashed_to_two_lanes():
+    one_lane = c.hash_password("Correct-Horse-9", lanes=1)
+    assert f"m={c.ARGON2_MEMORY_KIB},t={c.ARGON2_ITERATIONS},p=1$" in one_lane
+    assert c.verify_password("Correct-Horse-9", one_lane) == c.PasswordCheck(True, True)
+
+
+def test_a_stronger_hash_is_kept():
+    stronger = c.hash_password("Correct-Horse-9", memory_kib=c.ARGON2_MEMORY_KIB * 2, iterations=3)
+    assert c.verify_password("Correct-Horse-9", stronger) == c.PasswordCheck(True, False)
 
 
 def test_an_earlier_scrypt_hash_verifies_and_always_wants_a_rehash():

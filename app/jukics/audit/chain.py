@@ -113,6 +113,10 @@ NON_PERSONAL_QUERY_KEYS: Final = frozenset(
         # reports (jukics.auth.reports)
         "seed",
         "period",
+        # backups (jukics.backup.archive): the archive's file name and time, and whether escrow was used
+        "backup",
+        "created_at",
+        "escrow",
     }
 )
 

@@ -135,6 +135,12 @@ def test_roundtrip_both_recipients_and_no_sofusaki(appliance, capsys):
     after = counts(config)
     assert after["resident_versions"] == before["resident_versions"]
     assert after["audit_log"] > before["audit_log"]  # the restore itself is audited
+    conn = sqlite3.connect(config.database_url.removeprefix("sqlite:///"))
+    try:  # which archive was restored reads in clear (file name and time are not personal data)
+        query = json.loads(conn.execute("SELECT query FROM audit_log WHERE action = 'backup.restore'").fetchone()[0])
+    finally:
+        conn.close()
+    assert query == {"backup": path.name, "created_at": manifest["created_at"], "escrow": False}
     assert cli_main(["--config", str(cfg), "audit", "verify"]) == 0
 
 

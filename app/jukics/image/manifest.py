@@ -68,7 +68,46 @@ def build_manifest(packages: list[dict[str, str]], artifacts: dict[str, str], ro
     }
 
 
+def compare_manifests(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """What differs between two builds' package sets and role versions (empty: the same inputs gave the
+    same packages). Artifact hashes and build dates are not compared: they differ by design."""
+    diffs = []
+    pa = {(p["name"], p["arch"]): p["version"] for p in a["packages"]}
+    pb = {(p["name"], p["arch"]): p["version"] for p in b["packages"]}
+    for key in sorted(pa.keys() | pb.keys()):
+        name = f"{key[0]}:{key[1]}"
+        if key not in pb:
+            diffs.append(f"package {name} {pa[key]} only in the first build")
+        elif key not in pa:
+            diffs.append(f"package {name} {pb[key]} only in the second build")
+        elif pa[key] != pb[key]:
+            diffs.append(f"package {name}: {pa[key]} != {pb[key]}")
+    for role in sorted(a["roles"].keys() | b["roles"].keys()):
+        if a["roles"].get(role) != b["roles"].get(role):
+            diffs.append(f"role {role}: {a['roles'].get(role)} != {b['roles'].get(role)}")
+    if not diffs and a["package_set_sha256"] != b["package_set_sha256"]:
+        diffs.append("package_set_sha256 differs although the package lists agree (a manifest was edited)")
+    return diffs
+
+
+def compare_main(paths: list[str]) -> int:
+    """``--compare A B``: exit 0 when two manifests have the same package set and roles, else 1."""
+    a, b = (json.loads(Path(p).read_text(encoding="utf-8")) for p in paths)
+    diffs = compare_manifests(a, b)
+    for line in diffs:
+        print(line)
+    print(f"{'same' if not diffs else 'DIFFERENT'} package set: {len(a['packages'])} / {len(b['packages'])} "
+          f"packages, sha256 {a['package_set_sha256'][:16]} / {b['package_set_sha256'][:16]}")
+    return 1 if diffs else 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--compare"]:
+        if len(args) != 3:
+            print("usage: python -m jukics.image.manifest --compare A.json B.json", file=sys.stderr)
+            return 2
+        return compare_main(args[1:])
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--packages", type=Path, required=True)
     ap.add_argument("--artifacts", type=Path, required=True)
@@ -76,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo", type=Path)
     ap.add_argument("--mirror", required=True)
     ap.add_argument("--command", required=True)
-    a = ap.parse_args(argv)
+    a = ap.parse_args(args)
     packages = parse_packages(a.packages.read_text())
     artifacts = {p.name: sha256_file(p) for p in sorted(a.artifacts.iterdir()) if p.is_file()}
     commit, dirty = "unknown", True

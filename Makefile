@@ -50,3 +50,4 @@ appliance-image: setup
 test-image: setup
 	@bash scripts/bootstrap-image.sh
 	@PATH=$(CURDIR)/.venv/bin:$$PATH PYTHONPATH=app python -m jukics.image.boottest
+	@PATH=$(CURDIR)/.venv/bin:$$PATH PYTHONPATH=app python -m jukics.image.ocicheck

@@ -87,6 +87,7 @@ NON_PERSONAL_QUERY_KEYS: Final = frozenset(
         "roles",
         "grant",
         "revoke",
+        "sessions_ended",
         # links (jukics.store.link_state): sequence numbers and dead-letter ids, no personal data
         "from_seq",
         "through_seq",

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Connection, Engine, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jukics import metrics
@@ -26,7 +26,7 @@ from jukics.auth import credentials as cred
 from jukics.store.clock import JST, Clock, iso_utc, parse_iso_utc, utc_now
 from jukics.store.crypto import FieldCipher
 from jukics.store.db import write_transaction
-from jukics.store.schema import operators
+from jukics.store.schema import operators, terminal_sessions
 
 E_LOGIN_FAILED = "E_LOGIN_FAILED"
 E_ACCOUNT_LOCKED = "E_ACCOUNT_LOCKED"
@@ -104,14 +104,22 @@ class OperatorStore:
             raise OperatorError(E_OPERATOR_EXISTS, f"operator {user_id} exists") from None
         return Enrollment(user_id, secret, shown)
 
+    @staticmethod
+    def _end_sessions(conn: Connection, user_id: str) -> int:
+        """End the operator's open terminal sessions in the change's own transaction: a session carries
+        the roles of its login, so a disable, a role change or a new TOTP secret must not leave one
+        running on the old grant."""
+        return conn.execute(delete(terminal_sessions).where(terminal_sessions.c.user_id == user_id)).rowcount
+
     def disable(self, user_id: str, *, actor: str) -> bool:
         with write_transaction(self.engine) as conn:
             done = conn.execute(update(operators).where(operators.c.user_id == user_id,
                                                         operators.c.disabled_at.is_(None))
                                 .values(disabled_at=iso_utc(self.clock()))).rowcount == 1
             if done:
+                ended = self._end_sessions(conn, user_id)
                 self.audit.append(AuditEvent(actor=actor, terminal="cli", action="operator.disable", purpose="admin",
-                                             query={"user_id": user_id}), conn)
+                                             query={"user_id": user_id, "sessions_ended": ended}), conn)
         return done
 
     def set_roles(self, user_id: str, *, grant: Sequence[str] = (), revoke: Sequence[str] = (),
@@ -123,9 +131,11 @@ class OperatorStore:
                 raise OperatorError(E_OPERATOR_UNKNOWN, f"no operator {user_id}")
             roles = sorted((set(json.loads(row.roles)) | set(grant)) - set(revoke))
             conn.execute(update(operators).where(operators.c.user_id == user_id).values(roles=json.dumps(roles)))
+            # the next login picks up the new roles; the old grant does not live on in a session
+            ended = self._end_sessions(conn, user_id) if roles != sorted(json.loads(row.roles)) else 0
             self.audit.append(AuditEvent(actor=actor, terminal="cli", action="operator.roles", purpose="admin",
                                          query={"user_id": user_id, "grant": ",".join(grant),
-                                                "revoke": ",".join(revoke)}), conn)
+                                                "revoke": ",".join(revoke), "sessions_ended": ended}), conn)
         return roles
 
     def reset_totp(self, user_id: str, *, actor: str) -> Enrollment:
@@ -137,8 +147,9 @@ class OperatorStore:
                 totp_last_step=None)).rowcount == 1
             if not done:
                 raise OperatorError(E_OPERATOR_UNKNOWN, f"no operator {user_id}")
+            ended = self._end_sessions(conn, user_id)  # a lost phone may mean a stolen session too
             self.audit.append(AuditEvent(actor=actor, terminal="cli", action="operator.reset_totp", purpose="admin",
-                                         query={"user_id": user_id}), conn)
+                                         query={"user_id": user_id, "sessions_ended": ended}), conn)
         return Enrollment(user_id, secret, shown)
 
     def login(self, user_id: str, password: str, code: str, *, terminal: str) -> LoginResult:

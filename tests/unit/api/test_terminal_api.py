@@ -4,6 +4,7 @@ the terminal certificate identity is faked like the intake tests do. Every refus
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pyotp
@@ -510,3 +511,33 @@ def test_terminal_yaml_error_codes_have_their_status_and_schemas_resolve():
             for status, resp in op["responses"].items():
                 for code in resp.get("x-error-codes", []):
                     assert code in enum and API_ERRORS[code][0].startswith(status), (path, method, code)
+
+
+@pytest.mark.parametrize("change", ["disable", "revoke", "grant", "reset_totp"])
+def test_an_account_change_ends_the_operators_open_sessions(env, change):
+    # a session carries its login's roles: a disable, a role change or a new TOTP secret ends it at once
+    token, other = env.token("clerk1"), env.token("boss1")
+    p = person(env)
+    criteria = {"name_kana": attr(p, "name_kana"), "birth_date": str(attr(p, "birth_date"))}
+    assert env.search(token, criteria).status_code == 200
+    if change == "disable":
+        env.ops.disable("clerk1", actor="admin")
+    elif change == "reset_totp":
+        env.ops.reset_totp("clerk1", actor="admin")
+    else:
+        env.ops.set_roles("clerk1", **{change: ["counter"] if change == "revoke" else ["manager"]}, actor="admin")
+    r = env.search(token, criteria)
+    assert r.status_code == 401 and r.json["error"]["code"] == "E_SESSION_REQUIRED"
+    assert env.search(other, criteria).status_code == 200  # another operator's session is untouched
+    with env.svc.engine.connect() as conn:
+        query = conn.execute(select(audit_log.c.query).where(audit_log.c.action.like("operator.%"))
+                             .order_by(audit_log.c.seq.desc())).scalars().first()
+    assert json.loads(query)["sessions_ended"] == 1  # in clear: a count, not personal data
+
+
+def test_a_role_change_that_changes_nothing_keeps_the_session(env):
+    token = env.token("clerk1")
+    env.ops.set_roles("clerk1", grant=["counter"], actor="admin")  # already held
+    p = person(env)
+    assert env.search(token, {"name_kana": attr(p, "name_kana"),
+                              "birth_date": str(attr(p, "birth_date"))}).status_code == 200

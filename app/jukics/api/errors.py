@@ -41,7 +41,6 @@ API_ERRORS: dict[str, tuple[str, str]] = {
     "E_CORRECTION_STATE": (falcon.HTTP_409, "the request was already decided"),
     "E_SELF_APPROVAL": (falcon.HTTP_403, "a different person must approve (dual control)"),
     "E_UNKNOWN_RESIDENT": (falcon.HTTP_404, "no current resident with this 住民票コード"),
-    "E_TOO_MANY_RESULTS": (falcon.HTTP_422, "more matches than the result cap: narrow the criteria"),
     # exports to media (jukics.exports) through the terminal API
     "E_EXPORT_FORBIDDEN": (falcon.HTTP_403, "the requester may not export (needs the export permission)"),
     "E_EXPORT_NO_WITNESS": (falcon.HTTP_400, "an export needs a second person as witness"),

@@ -16,7 +16,7 @@ apt_packages=(
   postgresql
   swtpm swtpm-tools tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtss2-dev tpm2-openssl
   prometheus
-  zstd
+  zstd gnupg
 )
 apt_stamp="$cache/apt-$(printf '%s\n' "${apt_packages[@]}" | sha256sum | cut -c1-12).done"
 if [ ! -f "$apt_stamp" ]; then

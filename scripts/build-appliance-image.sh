@@ -91,6 +91,12 @@ stage_finalize() {
     --command "make -C $here appliance-image" --repo "$here" > "$work/manifest.json" || die "manifest failed"
   # Written beside the artifacts, not among them: the manifest must not hash itself.
   mv "$work/manifest.json" "$art/manifest.json"
+  # Signed when a release key is configured (its secret key in the builder's GnuPG home); a site checks
+  # it with `python3 -m jukics.image.release verify DIR --keyring release-key.gpg`.
+  if [ -n "${JUKICS_IMAGE_SIGN_KEY:-}" ]; then
+    PYTHONPATH=$here/app python3 -m jukics.image.release sign "$art" --key "$JUKICS_IMAGE_SIGN_KEY" \
+      || die "signing the manifest failed; nothing was written to $out"
+  fi
   # Into place only now; the previous build's artifacts are replaced as a whole.
   mkdir -p "$(dirname "$out")"
   rm -rf "$out.new"; mv "$art" "$out.new"

@@ -49,5 +49,6 @@ appliance-image: setup
 # Release CI stage, not part of `make test`: boot the qcow2 under QEMU with swtpm (docs/image.md).
 test-image: setup
 	@bash scripts/bootstrap-image.sh
+	@PATH=$(CURDIR)/.venv/bin:$$PATH PYTHONPATH=app python -m jukics.image.release verify $${JUKICS_IMAGE_OUT:-out/image}
 	@PATH=$(CURDIR)/.venv/bin:$$PATH PYTHONPATH=app python -m jukics.image.boottest
 	@PATH=$(CURDIR)/.venv/bin:$$PATH PYTHONPATH=app python -m jukics.image.ocicheck

@@ -2,8 +2,8 @@
 
 One login is what the terminal API's ``POST /v1/sessions`` costs the service: read the operator row,
 verify the password (Argon2id), decrypt the TOTP secret (AES-GCM), check the code and its step
-(replay), move the step forward in a write transaction with the audit record, then open the session
-(``SessionStore.open``, its own insert). SQLite file database, one request at a time.
+(replay), and in one write transaction move the step forward, append the audit record and insert the
+session (``on_success=SessionStore.insert``). SQLite file database, one request at a time.
 The clock advances 30 s per login, so every login uses a fresh TOTP step (a reused one is a replay).
 
 Prints the KDF parameters, p50/p90/p99/max in ms over ``--logins`` timed logins (after a warm-up),
@@ -87,9 +87,9 @@ def main() -> int:
             if profiler is not None and i >= 10:
                 profiler.enable()
             t, c = time.perf_counter(), time.process_time()
-            result = store.login("op0001", PASSWORD, code, terminal="bench")
-            if result.ok:
-                sessions.open("op0001", result.roles, terminal="bench")
+            result = store.login("op0001", PASSWORD, code, terminal="bench",  # as POST /v1/sessions does
+                                 on_success=lambda conn, ok: sessions.insert(conn, "op0001", ok.roles,
+                                                                             terminal="bench"))
             if i >= 10:
                 times.append((time.perf_counter() - t) * 1000)
                 cpu.append((time.process_time() - c) * 1000)

@@ -114,10 +114,13 @@ class SessionsResource(_Base):
         user, password, totp = data.get("user_id"), data.get("password"), data.get("totp")
         if not all(isinstance(v, str) for v in (user, password, totp)):
             raise ApiError("E_BODY_SHAPE", "user_id, password and totp are strings")
-        result = self.deps.operators.login(user, password, totp, terminal=terminal)  # audited there
-        if not result.ok:
+        sessions = self.deps.sessions
+        result = self.deps.operators.login(  # audited there; the session is opened in the login's transaction
+            user, password, totp, terminal=terminal,
+            on_success=lambda conn, ok: sessions.insert(conn, ok.user_id or user, ok.roles, terminal=terminal))
+        if not result.ok or result.session is None:
             raise ApiError(result.code or "E_LOGIN_FAILED")
-        token = self.deps.sessions.open(result.user_id or user, result.roles, terminal=terminal)
+        token = result.session
         resp.status = falcon.HTTP_201
         resp.media = {"token": token, "user_id": result.user_id, "roles": list(result.roles),
                       "idle_timeout_s": int(self.deps.sessions.idle.total_seconds()),

@@ -11,10 +11,11 @@ pass). Role checks (the duties table) and the terminal API build on :class:`Logi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, delete, or_, select, update
@@ -61,6 +62,7 @@ class LoginResult:
     code: str | None = None
     user_id: str | None = None
     roles: tuple[str, ...] = ()
+    session: str | None = None  # what ``on_success`` returned (the terminal API: the session token)
 
 
 @dataclass(frozen=True)
@@ -152,9 +154,13 @@ class OperatorStore:
                                          query={"user_id": user_id, "sessions_ended": ended}), conn)
         return Enrollment(user_id, secret, shown)
 
-    def login(self, user_id: str, password: str, code: str, *, terminal: str) -> LoginResult:
+    def login(self, user_id: str, password: str, code: str, *, terminal: str,
+              on_success: Callable[[Connection, LoginResult], str] | None = None) -> LoginResult:
+        """Check password and TOTP and record the attempt. ``on_success`` runs inside the good login's
+        own transaction (the terminal API opens its session there): one commit, and a session exists
+        exactly when its login record does."""
         now = self.clock()
-        result, recorded = self._login(user_id, password, code, now, terminal)
+        result, recorded = self._login(user_id, password, code, now, terminal, on_success)
         if not recorded:  # refusals that wrote nothing else: the audit record on its own
             self.audit.append(self._event(user_id, terminal, result))
         metrics.LOGINS.labels("ok" if result.ok else metrics.code_label(result.code)).inc()
@@ -166,8 +172,8 @@ class OperatorStore:
         return AuditEvent(actor=user_id[:32] or "unknown", terminal=terminal[:128], action="operator.login",
                           purpose="login", outcome="ok" if result.ok else "refused", code=result.code)
 
-    def _login(self, user_id: str, password: str, code: str, now: dt.datetime,
-               terminal: str) -> tuple[LoginResult, bool]:
+    def _login(self, user_id: str, password: str, code: str, now: dt.datetime, terminal: str,
+               on_success: Callable[[Connection, LoginResult], str] | None = None) -> tuple[LoginResult, bool]:
         """The result, and whether its audit record was written (in the same transaction as the state)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(operators).where(operators.c.user_id == user_id)).first()
@@ -206,6 +212,8 @@ class OperatorStore:
                     conn.execute(update(operators).where(operators.c.user_id == user_id)
                                  .values(password_hash=cred.hash_password(password)))
                 self.audit.append(self._event(user_id, terminal, result), conn)
+                if result.ok and on_success is not None:
+                    result = dataclasses.replace(result, session=on_success(conn, result))
         if moved != 1:
             return self._failed(user_id, now, E_TOTP_REPLAY, terminal), True
         return result, True

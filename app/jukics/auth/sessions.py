@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 
 from jukics.store.clock import Clock, iso_utc, parse_iso_utc, utc_now
 from jukics.store.db import write_transaction
@@ -57,12 +57,16 @@ class SessionStore:
         self.clock = clock
 
     def open(self, user_id: str, roles: tuple[str, ...], *, terminal: str) -> str:
+        with write_transaction(self.engine) as conn:
+            return self.insert(conn, user_id, roles, terminal=terminal)
+
+    def insert(self, conn: Connection, user_id: str, roles: tuple[str, ...], *, terminal: str) -> str:
+        """A new session in the caller's transaction (the login's: ``OperatorStore.login(on_success=...)``)."""
         token = secrets.token_urlsafe(32)
         now = iso_utc(self.clock())
-        with write_transaction(self.engine) as conn:
-            conn.execute(terminal_sessions.insert().values(
-                token_hash=_digest(token), user_id=user_id, terminal=terminal, roles=json.dumps(list(roles)),
-                created_at=now, last_seen_at=now))
+        conn.execute(terminal_sessions.insert().values(
+            token_hash=_digest(token), user_id=user_id, terminal=terminal, roles=json.dumps(list(roles)),
+            created_at=now, last_seen_at=now))
         return token
 
     def check(self, token: str | None, *, terminal: str) -> Session:

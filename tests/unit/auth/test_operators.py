@@ -64,6 +64,29 @@ def test_login_with_password_and_totp(store):
     assert row.password_hash.startswith("$argon2id$")
 
 
+def test_the_session_is_opened_in_the_logins_own_transaction(store):
+    from jukics.auth.sessions import SessionStore
+    from jukics.store.schema import terminal_sessions
+
+    s, clock, totp, engine = store
+    sessions = SessionStore(engine, idle=dt.timedelta(minutes=15), absolute=dt.timedelta(hours=8), clock=clock)
+
+    def broken(conn, ok):
+        sessions.insert(conn, "op0001", ok.roles, terminal="term-01")
+        raise RuntimeError("disk full")
+
+    before = events(engine)
+    with pytest.raises(RuntimeError):
+        s.login("op0001", PASSWORD, code(totp, clock), terminal="term-01", on_success=broken)
+    with engine.connect() as conn:  # nothing half-written: no session, no login record, the step not used
+        assert conn.execute(select(terminal_sessions)).all() == []
+    assert events(engine) == before
+    r = s.login("op0001", PASSWORD, code(totp, clock), terminal="term-01",
+                on_success=lambda conn, ok: sessions.insert(conn, "op0001", ok.roles, terminal="term-01"))
+    assert r.ok and r.session and sessions.check(r.session, terminal="term-01").user_id == "op0001"
+    assert events(engine)[-1] == ("operator.login", "ok", None)
+
+
 def test_a_legacy_scrypt_hash_is_replaced_on_the_next_good_login(store):
     from jukics.auth import credentials as cred
 

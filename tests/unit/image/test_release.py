@@ -12,7 +12,6 @@ import pytest
 from jukics.image import release
 from jukics.image.manifest import sha256_file
 
-
 AGENTS: list[Path] = []
 
 

@@ -129,7 +129,8 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     settings, svc = _settings(config), Service(config)
     path = _pick(settings, args.name)
     report = drill(path, _identities(args, settings, svc.keystore), config.municipality_code, svc.keystore,
-                   settings.directory, escrow=bool(args.escrow_identity))
+                   settings.directory, escrow=bool(args.escrow_identity), database_url=config.database_url,
+                   pg_bin_dir=settings.pg_bin_dir)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return EXIT_OK
 
@@ -146,7 +147,7 @@ def cmd_drill(config: Config, args: argparse.Namespace) -> int:
     try:
         path = _pick(settings, None)
         report = drill(path, _identities(args, settings, svc.keystore), config.municipality_code, svc.keystore,
-                       settings.directory)
+                       settings.directory, database_url=config.database_url, pg_bin_dir=settings.pg_bin_dir)
         ok, last_ok = 1, time.time()
     except BackupError as exc:
         report = {"error": {"code": exc.code, "message": exc.message}}

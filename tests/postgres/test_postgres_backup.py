@@ -7,11 +7,13 @@ PostgreSQL 15 of conftest.py, with synthetic residents."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import subprocess
 import sys
 import tarfile
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -22,7 +24,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit" / "backup"))
 
 from conftest import PG_BIN, PORT
-from test_backup import CLIENT, MUNICIPALITY, TODAY, seeded_host, write_config
+from test_backup import CLIENT, MUNICIPALITY, TODAY, _reencrypt, live_digest, seeded_host, write_config
 
 from jukics.backup import archive as bk
 from jukics.backup import postgres as pg
@@ -115,7 +117,7 @@ def test_create_writes_one_snapshot_dump_and_its_manifest(appliance, capsys, pos
 
 def test_manifest_and_dump_describe_the_same_instant(appliance, monkeypatch, postgres_server):
     """A commit between the snapshot export and the digest pass is in neither the manifest nor the dump."""
-    root, cfg, config, escrow_file, _ = appliance
+    _root, cfg, config, _escrow_file, _ = appliance
     before, _ = live_state(config.database_url)
     real = pg.table_digests
     from jukics.sim.residents import generate_residents, resident_intake_items
@@ -183,3 +185,253 @@ def test_verify_drill_and_restore_roundtrip(appliance, capsys, postgres_server):
                           "VALUES ('s2', 'sofusaki', :d, '2026-12-01T00:00:00Z')"), {"d": b"\1" * 32})
     svc.engine.dispose()
     assert cli_main(["--config", str(cfg), "backup", "create"]) == 0  # and the host backs up again
+
+
+@pytest.fixture
+def other_db(postgres_server):
+    """A second empty database on the same server (another host's, or another municipality's)."""
+    name = f"o_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=str(postgres_server["host"]), port=PORT, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@/{name}?host={postgres_server['host']}&port={PORT}"
+    with psycopg.connect(host=str(postgres_server["host"]), port=PORT, user="postgres", dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _own_public(root: Path, config) -> str:
+    return str(bk.unseal_identity(root / "backups" / "identity.sealed", Service(config).keystore).to_public())
+
+
+CASES = {"truncated": "E_BACKUP_CORRUPT", "corrupted": "E_BACKUP_CORRUPT", "not_age": "E_BACKUP_CORRUPT",
+         "wrong_key": "E_BACKUP_WRONG_KEY", "tampered_manifest": "E_BACKUP_MANIFEST",
+         "tampered_dump": "E_BACKUP_MANIFEST", "tampered_erased_rows": "E_BACKUP_MANIFEST",
+         "sofusaki_smuggled_in": "E_BACKUP_MANIFEST", "other_municipality": "E_BACKUP_MUNICIPALITY",
+         "sqlite_archive": "E_BACKUP_KIND"}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_refused_and_live_data_untouched(appliance, capsys, case, postgres_server, other_db):
+    root, cfg, config, escrow_file, _ = appliance
+    path = create(cfg, capsys)
+    identity = ["--identity", str(escrow_file)]
+    target_cfg = cfg
+    data = path.read_bytes()
+    keystore = Service(config).keystore
+
+    def remac(m):  # someone holding this key store (the worst case): the MAC is valid again
+        m["manifest.mac"] = bk.manifest_mac(m["manifest.json"], keystore).encode()
+
+    if case == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "corrupted":
+        path.write_bytes(data[:-100] + bytes(b ^ 0xFF for b in data[-100:-90]) + data[-90:])
+    elif case == "not_age":
+        path.write_bytes(b"PGDMP\x01\x0e\x00\x04\x08\x01" + b"\0" * 100)
+    elif case == "wrong_key":
+        other = root / "other.key"
+        other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
+        identity = ["--identity", str(other)]
+    elif case == "tampered_manifest":
+        def edit(m):
+            manifest = json.loads(m["manifest.json"])
+            manifest["row_counts"]["resident_versions"] += 1
+            m["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
+        _reencrypt(path, escrow_file, _own_public(root, config), edit)
+    elif case == "tampered_dump":
+        def edit(m):
+            m["db.pgdump"] = m["db.pgdump"][:-1] + bytes([m["db.pgdump"][-1] ^ 1])
+        _reencrypt(path, escrow_file, _own_public(root, config), edit)
+    elif case == "tampered_erased_rows":
+        def edit(m):
+            m["card_messages.copy"] += b"9\tx9\tsofusaki\t\\N\t\\\\x00\t2026\t\\N\t\\N\t\\N\t\\N\n"
+        _reencrypt(path, escrow_file, _own_public(root, config), edit)
+    elif case == "sofusaki_smuggled_in":
+        # the 送付先 payload put back into the erased rows, with hash and MAC made to match: the check of
+        # the restored copy still finds it
+        def edit(m):
+            lines = m["card_messages.copy"].split(b"\n")
+            fixed = []
+            for ln in lines:
+                if b"\tsofusaki\t" in ln:
+                    cols = ln.split(b"\t")
+                    cols[-1] = b"\\\\x" + _hex(SOFUSAKI_PAYLOAD)
+                    ln = b"\t".join(cols)
+                fixed.append(ln)
+            m["card_messages.copy"] = b"\n".join(fixed)
+            manifest = json.loads(m["manifest.json"])
+            manifest["erased_members"]["card_messages.copy"] = hashlib.sha256(m["card_messages.copy"]).hexdigest()
+            m["manifest.json"] = json.dumps(manifest, sort_keys=True, ensure_ascii=False).encode()
+            remac(m)
+        _reencrypt(path, escrow_file, _own_public(root, config), edit)
+    elif case == "other_municipality":
+        escrow_pub = str(bk.load_identity_file(escrow_file)[0].to_public())
+        target_cfg = write_config(root, escrow_pub, municipality="131016", db="other", database_url=other_db)
+        assert cli_main(["--config", str(target_cfg), "db", "upgrade"]) == 0
+    elif case == "sqlite_archive":
+        sq = root / "sqlite-host"
+        sq.mkdir()
+        sq_cfg, _sq_config, sq_svc, _ = seeded_host(sq, sq / "escrow.key", residents=3, seed=2)
+        sq_svc.engine.dispose()
+        assert cli_main(["--config", str(sq_cfg), "backup", "provision"]) == 0
+        sq_path = create(sq_cfg, capsys)
+        path = root / "backups" / sq_path.name
+        path.write_bytes(sq_path.read_bytes())
+        identity = ["--identity", str(sq / "escrow.key")]
+    target = load_config(target_cfg)
+    before, dbs = live_state(target.database_url), databases(postgres_server)
+    capsys.readouterr()
+    rc = cli_main(["--config", str(target_cfg), "backup", "restore", str(path), *identity])
+    err = capsys.readouterr().err
+    assert rc == 1 and CASES[case] in err, err
+    if case == "sofusaki_smuggled_in":
+        assert "送付先情報" in err  # found in the loaded copy, not by a hash (hash and MAC were made to match)
+    assert live_state(target.database_url) == before
+    assert databases(postgres_server) == dbs  # the scratch database is gone too
+    assert not list((root / "backups").glob(".restore-*"))
+    if case != "other_municipality":
+        assert cli_main(["--config", str(cfg), "backup", "drill", *identity]) == 1
+        assert "jukics_backup_drill_last_result 0.0" in (root / "textfile" / "jukics_backup_drill.prom").read_text()
+        assert databases(postgres_server) == dbs and not list((root / "backups").glob(".drill-*"))
+
+
+def test_a_postgresql_archive_is_refused_by_a_sqlite_host(appliance, capsys, tmp_path):
+    _root, cfg, _config, escrow_file, _ = appliance
+    path = create(cfg, capsys)
+    sq = tmp_path / "sqlite-host"
+    sq.mkdir()
+    sq_cfg, sq_config, sq_svc, _ = seeded_host(sq, sq / "escrow.key", residents=3, seed=2)
+    sq_svc.engine.dispose()
+    before = live_digest(sq_config)
+    capsys.readouterr()
+    rc = cli_main(["--config", str(sq_cfg), "backup", "restore", str(path), "--identity", str(escrow_file)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "E_BACKUP_KIND" in err and "postgresql" in err, err
+    assert live_digest(sq_config) == before and not list(sq.glob(".restore-*"))
+
+
+def test_restore_refuses_while_the_database_is_in_use(appliance, capsys, postgres_server):
+    _root, cfg, config, _escrow_file, _ = appliance
+    path = create(cfg, capsys)
+    before, dbs = live_state(config.database_url), databases(postgres_server)
+    with pg.PgTarget.from_url(config.database_url).connect():  # the service, still running
+        capsys.readouterr()
+        assert cli_main(["--config", str(cfg), "backup", "restore", path.name]) == 1
+        assert "E_BACKUP_IN_USE" in capsys.readouterr().err
+    assert live_state(config.database_url) == before and databases(postgres_server) == dbs
+
+
+def test_a_failure_inside_the_swap_leaves_the_live_database_as_it_was(appliance, capsys, postgres_server,
+                                                                      monkeypatch):
+    """The first rename (live -> aside) succeeds inside the transaction, the second fails: the rollback
+    gives the live database its name back, with its data; the restored copy is dropped."""
+    _root, cfg, config, escrow_file, _ = appliance
+    path = create(cfg, capsys)
+    from jukics.sim.residents import generate_residents, resident_intake_items
+
+    svc = Service(config)
+    svc.intake.today = lambda: TODAY
+    extra = list(generate_residents(3, seed=77, municipality_code=MUNICIPALITY, today=TODAY))
+    assert svc.intake.submit([i for p in extra for i in resident_intake_items(p)], client=CLIENT)["applied"] > 0
+    svc.engine.dispose()
+    before, dbs = live_state(config.database_url), databases(postgres_server)
+    real_swap = pg.swap
+    held = []
+
+    def swap_with_the_copy_in_use(live_url, scratch_url, stamp):
+        held.append(pg.PgTarget.from_url(scratch_url).connect())  # the second rename will fail
+        return real_swap(live_url, scratch_url, stamp)
+
+    monkeypatch.setattr(pg, "swap", swap_with_the_copy_in_use)
+    with pytest.raises(bk.BackupError, match="E_BACKUP_IN_USE"):
+        bk.restore_backup(path, bk.load_identity_file(escrow_file), config, Service(config).keystore)
+    for conn in held:
+        conn.close()
+    assert live_state(config.database_url) == before  # the newer residents are still there
+    assert databases(postgres_server) == dbs
+
+
+def test_restore_reapplies_deletions_after_the_backup(appliance, capsys):
+    """A 消除者 and history past retention are not resurrected: the purge runs on the copy before the swap."""
+    _root, cfg, config, escrow_file, _ = appliance
+    path = create(cfg, capsys)
+    far = dt.datetime(2300, 1, 1, tzinfo=dt.UTC)
+    report = bk.restore_backup(path, bk.load_identity_file(escrow_file), config, Service(config).keystore,
+                               clock=lambda: far)
+    purged = report["purged_after_restore"]
+    assert sum(v for k, v in purged.items() if isinstance(v, int)) > 0, purged
+    counts, _ = live_state(config.database_url)
+    assert counts["purge_log"] >= 1
+    with pg.PgTarget.from_url(config.database_url).connect() as conn:
+        assert conn.execute("SELECT count(*) FROM card_messages WHERE type = 'sofusaki' "
+                            "AND payload_ct IS NOT NULL").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM audit_log WHERE action = 'backup.restore'").fetchone()[0] == 1
+
+
+def test_escrow_restore_on_a_new_host(appliance, capsys, tmp_path, other_db):
+    """A host with a NEW (software) key store and an empty database restores with the escrow identity only."""
+    root, cfg, config, escrow_file, people = appliance
+    path = create(cfg, capsys)
+    old_secret = (root / "keys" / "dev-secret").read_bytes()
+    fp = Service(config).keystore.fingerprint()
+    new = tmp_path / "new"
+    new.mkdir()
+    escrow_pub = str(bk.load_identity_file(escrow_file)[0].to_public())
+    new_cfg = write_config(new, escrow_pub, database_url=other_db)
+    assert cli_main(["--config", str(new_cfg), "db", "upgrade"]) == 0
+    assert cli_main(["--config", str(new_cfg), "backup", "provision"]) == 0
+    assert (new / "keys" / "dev-secret").read_bytes() != old_secret
+    (new / "backups" / path.name).write_bytes(path.read_bytes())
+    capsys.readouterr()
+    rc = cli_main(["--config", str(new_cfg), "backup", "restore", path.name, "--escrow-identity", str(escrow_file),
+                   "--expect-fingerprint", fp])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    report = json.loads(out.out)
+    assert report["keystore"] == "replaced" and report["backup_identity"] == "provisioned"
+    assert (new / "keys" / "dev-secret").read_bytes() == old_secret
+    new_config = load_config(new_cfg)
+    svc = Service(new_config)
+    for p in people[:5]:
+        assert svc.store.get_current(p["juminhyo_code"]) is not None
+    svc.engine.dispose()
+    assert cli_main(["--config", str(new_cfg), "audit", "verify"]) == 0
+    assert cli_main(["--config", str(new_cfg), "backup", "create"]) == 0
+    assert cli_main(["--config", str(new_cfg), "backup", "verify", "--escrow-identity", str(escrow_file)]) == 0
+
+
+def test_missing_tools_are_clear_errors(appliance, capsys, tmp_path, monkeypatch):
+    root, cfg, config, _escrow_file, _ = appliance
+    empty = tmp_path / "no-pg-bin"
+    empty.mkdir()
+    monkeypatch.setenv("JUKICS_PG_BIN", str(empty))
+    capsys.readouterr()
+    assert cli_main(["--config", str(cfg), "backup", "create"]) == 1
+    err = capsys.readouterr().err
+    assert "E_BACKUP_TOOL" in err and str(empty / "pg_dump") in err
+    assert bk.list_backups(bk.BackupSettings.from_config(config.raw)) == []
+    assert not list((root / "backups").glob(".work-*"))
+    # [backup] pg_bin_dir is checked by `jukics config check`; a good one wins over the environment
+    bad = cfg.with_name("bad.toml")
+    bad.write_text(cfg.read_text() + f'pg_bin_dir = "{empty}"\n')
+    capsys.readouterr()
+    assert cli_main(["--config", str(bad), "config", "check"]) != 0
+    out = capsys.readouterr()
+    assert "backup.pg_bin_dir: no executable pg_dump, pg_restore" in out.err + out.out
+    good = cfg.with_name("good.toml")
+    good.write_text(cfg.read_text() + f'pg_bin_dir = "{PG_BIN}"\n')
+    cli_main(["--config", str(good), "config", "check"])  # the test config's TLS files (/x) fail it anyway
+    out = capsys.readouterr()
+    assert "config: intake.cert_file" in out.err + out.out and "pg_bin_dir" not in out.err + out.out
+    assert cli_main(["--config", str(good), "backup", "create"]) == 0
+
+
+def test_the_password_never_reaches_a_command_line(tmp_path):
+    target = pg.PgTarget.from_url("postgresql+psycopg://jukics:s3:cr\\et@/jukics?host=/run/postgresql&sslmode=disable")
+    assert "s3" not in target.conninfo() and "host=/run/postgresql" in target.conninfo()
+    env = pg.PgTools(tmp_path).env(target, tmp_path)
+    passfile = Path(env["PGPASSFILE"])
+    assert passfile.read_text() == "*:*:*:*:s3\\:cr\\\\et\n" and passfile.stat().st_mode & 0o077 == 0
+    assert "PGPASSWORD" not in env
+    assert "PGPASSFILE" not in pg.PgTools(tmp_path).env(pg.PgTarget.from_url("postgresql://u@/d"), tmp_path)

@@ -395,7 +395,10 @@ def swap(live_url: str, scratch_url: str, stamp: str) -> str:
             raise _error("E_BACKUP_TOOL", f"the swap failed, the live data is unchanged "
                          f"({str(exc).strip().splitlines()[0][:200]})") from None
         admin.autocommit = True
-        admin.execute(f"DROP DATABASE {_ident(aside)}")
+        try:
+            admin.execute(f"DROP DATABASE {_ident(aside)}")
+        except psycopg.Error:
+            return f"{aside} (kept: it could not be dropped; drop it by hand)"  # the restore itself succeeded
     finally:
         admin.close()
     return aside

@@ -435,3 +435,36 @@ def test_the_password_never_reaches_a_command_line(tmp_path):
     assert passfile.read_text() == "*:*:*:*:s3\\:cr\\\\et\n" and passfile.stat().st_mode & 0o077 == 0
     assert "PGPASSWORD" not in env
     assert "PGPASSFILE" not in pg.PgTools(tmp_path).env(pg.PgTarget.from_url("postgresql://u@/d"), tmp_path)
+
+
+def test_the_documented_privileges_are_enough(tmp_path, capsys, postgres_server):
+    """A service role with LOGIN CREATEDB that owns its database (no superuser) backs up, drills, restores."""
+    role, name = f"svc_{uuid.uuid4().hex[:8]}", f"j_{uuid.uuid4().hex[:12]}"
+    admin = dict(host=str(postgres_server["host"]), port=PORT, user="postgres", dbname="postgres", autocommit=True)
+    with psycopg.connect(**admin) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{role}"')
+    url = f"postgresql+psycopg://{role}@/{name}?host={postgres_server['host']}&port={PORT}"
+    try:
+        cfg, config, svc, people = seeded_host(tmp_path, tmp_path / "escrow.key", residents=5, seed=11,
+                                               database_url=url)
+        svc.engine.dispose()
+        assert cli_main(["--config", str(cfg), "backup", "provision"]) == 0
+        create(cfg, capsys)
+        assert cli_main(["--config", str(cfg), "backup", "drill"]) == 0, capsys.readouterr().out
+        capsys.readouterr()
+        assert cli_main(["--config", str(cfg), "backup", "restore"]) == 0, capsys.readouterr().err
+        svc = Service(config)
+        assert svc.store.get_current(people[0]["juminhyo_code"]) is not None
+        svc.engine.dispose()
+        with psycopg.connect(**admin) as conn:
+            owner = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+                                 (name,)).fetchone()[0]
+            assert owner == role
+            assert not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)).fetchone()[0]
+    finally:
+        with psycopg.connect(**admin) as conn:
+            for db in [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datdba = "
+                                                  "(SELECT oid FROM pg_roles WHERE rolname = %s)", (role,))]:
+                conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE "{role}"')

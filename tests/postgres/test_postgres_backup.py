@@ -99,6 +99,9 @@ def test_create_writes_one_snapshot_dump_and_its_manifest(appliance, capsys, pos
         {t: d for t, d in digests.items() if t != "card_messages"}
     assert manifest["record_digests"]["card_messages"] != digests["card_messages"]
     assert got["db.pgdump"].startswith(b"PGDMP")
+    leaked = root / "leaked.age"  # an "archive" that carries a plaintext dump is not taken for encrypted
+    leaked.write_bytes(bk.AGE_MAGIC + b"x" * 100 + got["db.pgdump"][:200])
+    assert not bk.looks_encrypted(leaked)
     # the 送付先 payload is nowhere: not in the dump's data, not in the erased rows; the card event is kept
     (root / "db.pgdump").write_bytes(got["db.pgdump"])
     data_sql = subprocess.run([str(PG_BIN / "pg_restore"), "--data-only", "-f", "-", str(root / "db.pgdump")],

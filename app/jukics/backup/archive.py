@@ -208,8 +208,7 @@ def load_identity_file(path: Path) -> list[pyrage.x25519.Identity]:
 
 def _sqlite_path(url: str) -> Path:
     if not url.startswith("sqlite:///"):
-        raise BackupError("E_BACKUP_UNSUPPORTED", "only SQLite databases are backed up by this version "
-                          "(PostgreSQL: not implemented)")
+        raise BackupError("E_BACKUP_KIND", "not a SQLite database URL (PostgreSQL has its own path)")
     return Path(url.removeprefix("sqlite:///"))
 
 

@@ -302,7 +302,8 @@ def scratch_database(url: str, prefix: str) -> Iterator[str]:
                             "WHERE datname = %s", (target.dbname,)).fetchone()
         opts = ""
         if row:
-            opts = f" ENCODING '{row[0]}' LC_COLLATE '{row[1]}' LC_CTYPE '{row[2]}'"
+            enc, coll, ctype = (str(v).replace("'", "''") for v in row)
+            opts = f" ENCODING '{enc}' LC_COLLATE '{coll}' LC_CTYPE '{ctype}'"
         try:
             admin.execute(f"CREATE DATABASE {_ident(name)} TEMPLATE template0{opts}")
         except Exception as exc:

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -23,7 +24,6 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit" / "backup"))
 
-from conftest import PG_BIN, PORT
 from test_backup import CLIENT, MUNICIPALITY, TODAY, _reencrypt, live_digest, seeded_host, write_config
 
 from jukics.backup import archive as bk
@@ -33,6 +33,10 @@ from jukics.config import load_config
 from jukics.service import Service
 
 pytestmark = pytest.mark.postgres
+
+# as in conftest.py (not imported from it: another test dir's conftest may hold that module name)
+PG_BIN = Path(os.environ.get("JUKICS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PORT = 5432
 
 SOFUSAKI_PAYLOAD = b"SOFUSAKI-PG-PLAINTEXT-MARKER"
 CARD_EVENT_PAYLOAD = b"CARD-EVENT-KEPT-MARKER"

@@ -351,8 +351,10 @@ def test_a_failure_inside_the_swap_leaves_the_live_database_as_it_was(appliance,
         return real_swap(live_url, scratch_url, stamp)
 
     monkeypatch.setattr(pg, "swap", swap_with_the_copy_in_use)
-    with pytest.raises(bk.BackupError, match="E_BACKUP_IN_USE"):
+    with pytest.raises(bk.BackupError, match="E_BACKUP_IN_USE") as refused:
         bk.restore_backup(path, bk.load_identity_file(escrow_file), config, Service(config).keystore)
+    # it was the SECOND rename that failed (the copy in use): the first one had gone through
+    assert "database jukics_restore_" in refused.value.message
     for conn in held:
         conn.close()
     assert live_state(config.database_url) == before  # the newer residents are still there

@@ -383,13 +383,15 @@ def swap(live_url: str, scratch_url: str, stamp: str) -> str:
     aside = f"{live.dbname[:40]}_replaced_{stamp.lower()}"
     admin = live.with_db(MAINTENANCE_DB).connect(autocommit=False)
     try:
+        busy = live.dbname
         try:
             admin.execute(f"ALTER DATABASE {_ident(live.dbname)} RENAME TO {_ident(aside)}")
+            busy = scratch.dbname
             admin.execute(f"ALTER DATABASE {_ident(scratch.dbname)} RENAME TO {_ident(live.dbname)}")
             admin.commit()
         except psycopg.errors.ObjectInUse:
             admin.rollback()
-            raise _error("E_BACKUP_IN_USE", f"database {live.dbname} is in use: stop the service before a "
+            raise _error("E_BACKUP_IN_USE", f"database {busy} is in use: stop the service before a "
                          "restore (the live data is unchanged)") from None
         except psycopg.Error as exc:
             admin.rollback()

@@ -237,8 +237,11 @@ def build_terminal_app(config: Config, *, identity: IdentitySource = identity_fr
 
 def upgrade_database(config: Config) -> str:
     svc = Service(config)
-    before = db.current_revision(svc.engine)
-    after = db.upgrade(svc.engine)
+    try:
+        before = db.current_revision(svc.engine)
+        after = db.upgrade(svc.engine)
+    finally:
+        svc.engine.dispose()  # no pooled session left behind (a PostgreSQL restore needs the database idle)
     return "db: up to date" if before == after else f"db: upgraded to {after}"
 
 

@@ -1,4 +1,4 @@
-"""Encrypted, verified backups of the SQLite store, and restores that refuse anything doubtful.
+"""Encrypted, verified backups of the store (SQLite or PostgreSQL), and restores that refuse anything doubtful.
 
 An archive is an age file (age-encryption.org/v1) to two X25519 recipients: the appliance's own
 identity (its secret is kept only sealed by the key store, i.e. the TPM) and the offline escrow
@@ -18,10 +18,16 @@ public key from ``[backup] escrow_recipient``. Inside, an uncompressed tar of:
 A restore decrypts into a scratch directory next to the live database, checks everything, re-runs
 the retention purge and the 送付先 deletion on the copy (no resurrection of purged records), and only
 then replaces the live file. Any failure leaves the live database untouched.
+
+PostgreSQL (``postgresql+psycopg://``): the same archive with ``db.pgdump`` (pg_dump custom format from
+one exported snapshot) and one ``<table>.copy`` member per table of :data:`NEVER_BACKED_UP` instead of
+``db.sqlite``; what differs (snapshot, digests, scratch copy, swap) is in :mod:`jukics.backup.postgres`.
+The manifest names the database kind: an archive is only ever restored into the kind it came from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -51,10 +57,18 @@ LABEL_IDENTITY: Final = b"jukics backup-identity v1"
 LABEL_MANIFEST: Final = b"jukics backup-manifest v1"
 ESCROW_MEMBER: Final = "keystore-escrow.age"
 ESCROW_MAGIC: Final = b"JUKICS-KEYSTORE-ESCROW v1\n"
-FORMAT: Final = "jukics-backup v2"
+#: v3: the manifest names ``database_kind`` (v1/v2 archives are SQLite ones)
+FORMAT: Final = "jukics-backup v3"
+KIND_SQLITE: Final = "sqlite"
+KIND_POSTGRES: Final = "postgresql"
+DB_MEMBERS: Final = {"db.sqlite": KIND_SQLITE, "db.pgdump": KIND_POSTGRES}
 NAME_RE: Final = re.compile(r"^jukics-(\d{6})-(\d{8}T\d{6}Z)\.age$")
-#: tables never in a backup's digests (the 送付先 payloads are erased from the snapshot)
-SOFUSAKI_SQL: Final = "UPDATE card_messages SET payload_ct = NULL WHERE type = 'sofusaki'"
+#: What never goes into a backup, for both database kinds: (table, column, rows): the column is erased
+#: in those rows (「送付先情報ファイルのバックアップは取得しない」: the 送付先 payloads; the rows stay
+#: as tombstones so a replay is still a duplicate). SQLite erases it in the snapshot copy; PostgreSQL
+#: dumps these tables without data (--exclude-table-data) and carries their rows erased beside the dump.
+NEVER_BACKED_UP: Final = (("card_messages", "payload_ct", "type = 'sofusaki'"),)
+SOFUSAKI_SQL: Final = tuple(f"UPDATE {t} SET {c} = NULL WHERE {w}" for t, c, w in NEVER_BACKED_UP)  # noqa: S608
 
 ERROR_CODES: Final[dict[str, str]] = {
     "E_BACKUP_CONFIG": "the [backup] configuration is missing or invalid",
@@ -65,6 +79,9 @@ ERROR_CODES: Final[dict[str, str]] = {
     "E_BACKUP_MUNICIPALITY": "the backup belongs to another municipality",
     "E_BACKUP_INTEGRITY": "the database in the backup fails the SQLite integrity check",
     "E_BACKUP_UNSUPPORTED": "backups of this database kind are not supported",
+    "E_BACKUP_KIND": "the backup is of another database kind (SQLite / PostgreSQL) than the configured database",
+    "E_BACKUP_TOOL": "a PostgreSQL tool (pg_dump, pg_restore) or the server refused or is missing",
+    "E_BACKUP_IN_USE": "the live PostgreSQL database has other sessions: stop the service before a restore",
     "E_BACKUP_IDENTITY": "the sealed backup identity is missing or cannot be unsealed",
     "E_BACKUP_ESCROW": "the data-key escrow is missing, not for the given escrow key, or not the expected key store",
 }
@@ -86,6 +103,8 @@ class BackupSettings:
     escrow_recipient: str
     identity_file: Path
     metrics_dir: Path | None
+    #: pg_dump / pg_restore (PostgreSQL databases only); None: $JUKICS_PG_BIN or /usr/lib/postgresql/15/bin
+    pg_bin_dir: Path | None = None
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any]) -> BackupSettings:
@@ -93,7 +112,7 @@ class BackupSettings:
         sec = raw.get("backup")
         if not isinstance(sec, Mapping):
             raise BackupError("E_BACKUP_CONFIG", "no [backup] section in the configuration")
-        known = {"dir", "generations", "escrow_recipient", "identity_file", "metrics_dir"}
+        known = {"dir", "generations", "escrow_recipient", "identity_file", "metrics_dir", "pg_bin_dir"}
         unknown = sorted(set(sec) - known)
         if unknown:
             raise BackupError("E_BACKUP_CONFIG", f"backup: unknown keys {unknown}")
@@ -115,7 +134,16 @@ class BackupSettings:
             raise BackupError("E_BACKUP_CONFIG", "backup.identity_file must be an absolute path")
         if metrics is not None and (not isinstance(metrics, str) or not metrics.startswith("/")):
             raise BackupError("E_BACKUP_CONFIG", "backup.metrics_dir must be an absolute path")
-        return cls(Path(directory), generations, str(escrow), Path(identity), Path(metrics) if metrics else None)
+        pg_bin = sec.get("pg_bin_dir")
+        if pg_bin is not None:
+            if not isinstance(pg_bin, str) or not pg_bin.startswith("/"):
+                raise BackupError("E_BACKUP_CONFIG", "backup.pg_bin_dir must be an absolute path")
+            missing = [t for t in ("pg_dump", "pg_restore") if not os.access(Path(pg_bin) / t, os.X_OK)]
+            if missing:
+                raise BackupError("E_BACKUP_CONFIG", f"backup.pg_bin_dir: no executable {', '.join(missing)} in "
+                                  f"{pg_bin} (install postgresql-client-15)")
+        return cls(Path(directory), generations, str(escrow), Path(identity), Path(metrics) if metrics else None,
+                   Path(pg_bin) if pg_bin else None)
 
 
 def _subkey(base: bytes, label: bytes) -> bytes:
@@ -180,8 +208,7 @@ def load_identity_file(path: Path) -> list[pyrage.x25519.Identity]:
 
 def _sqlite_path(url: str) -> Path:
     if not url.startswith("sqlite:///"):
-        raise BackupError("E_BACKUP_UNSUPPORTED", "only SQLite databases are backed up by this version "
-                          "(PostgreSQL: not implemented)")
+        raise BackupError("E_BACKUP_KIND", "not a SQLite database URL (PostgreSQL has its own path)")
     return Path(url.removeprefix("sqlite:///"))
 
 
@@ -319,9 +346,81 @@ def list_backups(settings: BackupSettings) -> list[Path]:
     return sorted(p for p in settings.directory.iterdir() if NAME_RE.match(p.name))
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What a database kind hands to the kind-independent archive code."""
+
+    kind: str
+    #: (member name, file): the database member first, then any other large member
+    members: list[tuple[str, Path]]
+    revision: str
+    audit_head: tuple[int, bytes | None] | None
+    counts: dict[str, int]
+    digests: dict[str, str]
+    method: str
+    payload_sha256: str
+    #: extra manifest keys of this kind
+    extra: dict[str, Any]
+
+
+def database_kind(url: str | None) -> str:
+    """``sqlite`` or ``postgresql`` for a configured database URL (None: SQLite, as before v3)."""
+    from jukics.backup.postgres import is_postgres
+
+    if url is None or url.startswith("sqlite:///"):
+        return KIND_SQLITE
+    if is_postgres(url):
+        return KIND_POSTGRES
+    raise BackupError("E_BACKUP_UNSUPPORTED", "only SQLite and PostgreSQL databases are backed up")
+
+
+def _snapshot_sqlite(database_url: str, work: Path) -> Snapshot:
+    src_path = _sqlite_path(database_url)
+    snap = work / "db.sqlite"
+    src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
+    dst = sqlite3.connect(snap)
+    try:
+        src.backup(dst)  # online and consistent even while the service writes
+    finally:
+        src.close()
+    try:
+        dst.execute("PRAGMA journal_mode = DELETE")
+        dst.execute("PRAGMA secure_delete = ON")  # the erased 送付先 bytes are zeroed, not left in free pages
+        for erase in SOFUSAKI_SQL:
+            dst.execute(erase)
+        dst.commit()
+        revision = dst.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+        head = dst.execute("SELECT seq, hash FROM audit_head").fetchone() if "audit_head" in _tables(dst) else None
+    finally:
+        dst.close()
+    # quick_check (every page and b-tree, not every index entry against its row: the full
+    # integrity_check is the drill's and the restore's) beside the page hashing: both release the GIL.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        checked = pool.submit(_integrity_result, snap, "quick_check")
+        counts, digests, payload_sha, method = page_digests(snap)
+        check = checked.result()
+    if check != ["ok"]:
+        raise BackupError("E_BACKUP_INTEGRITY", f"quick_check of the snapshot: {len(check)} problem(s)")
+    return Snapshot(KIND_SQLITE, [("db.sqlite", snap)], revision,
+                    (head[0], bytes(head[1]) if head[1] is not None else None) if head else None,
+                    counts, digests, method, payload_sha, {})
+
+
+def _snapshot_postgres(database_url: str, work: Path, settings: BackupSettings) -> Snapshot:
+    from jukics.backup import postgres as pg
+
+    snap = pg.snapshot(database_url, work, pg.PgTools(settings.pg_bin_dir), NEVER_BACKED_UP)
+    erased = {pg.erased_member(t): p for t, p in snap.erased_members.items()}
+    return Snapshot(KIND_POSTGRES, [("db.pgdump", snap.dump), *erased.items()], snap.revision, snap.audit_head,
+                    snap.counts, snap.digests, pg.DIGEST_PG, _file_sha256(snap.dump),
+                    {"erased_members": {name: _file_sha256(p) for name, p in erased.items()}})
+
+
 def create_backup(database_url: str, municipality_code: str, settings: BackupSettings, keystore: KeyStore,
                   *, now: dt.datetime | None = None) -> BackupResult:
-    src_path = _sqlite_path(database_url)
+    kind = database_kind(database_url)
     now = now or dt.datetime.now(dt.UTC)
     own = unseal_identity(settings.identity_file, keystore).to_public()
     recipients = [own, pyrage.x25519.Recipient.from_str(settings.escrow_recipient)]
@@ -329,48 +428,27 @@ def create_backup(database_url: str, municipality_code: str, settings: BackupSet
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     final = settings.directory / f"jukics-{municipality_code}-{stamp}.age"
     with tempfile.TemporaryDirectory(dir=settings.directory, prefix=".work-") as work:
-        snap = Path(work) / "db.sqlite"
-        src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
-        dst = sqlite3.connect(snap)
-        try:
-            src.backup(dst)  # online and consistent even while the service writes
-        finally:
-            src.close()
-        try:
-            dst.execute("PRAGMA journal_mode = DELETE")
-            dst.execute("PRAGMA secure_delete = ON")  # the erased 送付先 bytes are zeroed, not left in free pages
-            dst.execute(SOFUSAKI_SQL)
-            dst.commit()
-            revision = dst.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-            head = dst.execute("SELECT seq, hash FROM audit_head").fetchone() if "audit_head" in _tables(dst) else None
-        finally:
-            dst.close()
-        # quick_check (every page and b-tree, not every index entry against its row: the full
-        # integrity_check is the drill's and the restore's) beside the page hashing: both release the GIL.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            checked = pool.submit(_integrity_result, snap, "quick_check")
-            counts, digests, payload_sha, method = page_digests(snap)
-            check = checked.result()
-        if check != ["ok"]:
-            raise BackupError("E_BACKUP_INTEGRITY", f"quick_check of the snapshot: {len(check)} problem(s)")
+        snap = (_snapshot_sqlite(database_url, Path(work)) if kind == KIND_SQLITE
+                else _snapshot_postgres(database_url, Path(work), settings))
+        head = snap.audit_head
         escrow_blob = _escrow_blob(keystore, settings.escrow_recipient)
         manifest = {
-            "format": FORMAT, "municipality_code": municipality_code,
-            "created_at": now.isoformat(), "schema_revision": revision,
-            "row_counts": counts, "record_digests": digests, "digest_method": method,
-            "audit_head": {"seq": head[0], "hash": bytes(head[1]).hex() if head[1] is not None else None}
+            "format": FORMAT, "database_kind": snap.kind, "municipality_code": municipality_code,
+            "created_at": now.isoformat(), "schema_revision": snap.revision,
+            "row_counts": snap.counts, "record_digests": snap.digests, "digest_method": snap.method,
+            "audit_head": {"seq": head[0], "hash": head[1].hex() if head[1] is not None else None}
             if head else None,
-            "payload_sha256": payload_sha, "sofusaki_included": False,
+            "payload_sha256": snap.payload_sha256, "sofusaki_included": False,
             "keystore_escrow": {"member": ESCROW_MEMBER, "sha256": hashlib.sha256(escrow_blob).hexdigest(),
                                 "recipient": settings.escrow_recipient},
             "keystore_fingerprint": fingerprint(keystore),
+            **snap.extra,
         }
         mbytes = json.dumps(manifest, sort_keys=True, ensure_ascii=False).encode()
         tmp_out = Path(work) / "out.age"
-        members = [("manifest.json", mbytes), ("manifest.mac", manifest_mac(mbytes, keystore).encode()),
-                   (ESCROW_MEMBER, escrow_blob), ("db.sqlite", snap)]
+        members: list[tuple[str, bytes | Path]] = [
+            ("manifest.json", mbytes), ("manifest.mac", manifest_mac(mbytes, keystore).encode()),
+            (ESCROW_MEMBER, escrow_blob), *snap.members]
         # The tar is made on the fly as age reads it: no plaintext tar file, one pass less over the data.
         with _TarSource(members, int(now.timestamp())) as src, tmp_out.open("wb") as out:
             pyrage.encrypt_io(src, out, recipients)
@@ -447,15 +525,16 @@ class _TarDamaged(Exception):
 
 
 class _TarSink(io.RawIOBase):
-    """A writable that takes a tar stream apart: ``db.sqlite`` goes to ``db_path``, other members
-    (at most 1 MiB each) into ``small``. Anything else (links, devices, a second copy of a member,
-    a bad header checksum) raises _TarDamaged."""
+    """A writable that takes a tar stream apart: ``db.sqlite`` goes to ``db_path`` (or each member of
+    ``large`` to its file), other members (at most 1 MiB each) into ``small``. Anything else (links,
+    devices, a second copy of a member, a bad header checksum) raises _TarDamaged."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, large: Mapping[str, Path] | None = None) -> None:
         super().__init__()
-        self.db_path = db_path
+        #: members streamed to a file (the database member, and PostgreSQL's erased-table rows)
+        self.large = dict(large) if large is not None else {"db.sqlite": db_path}
         self.small: dict[str, bytes] = {}
-        self.db_seen = False
+        self.seen: set[str] = set()
         self._buf = bytearray()
         self._need = _BLOCK       # bytes wanted for the current state
         self._state = "header"    # header | pax | small | db | pad | end
@@ -510,11 +589,11 @@ class _TarSink(io.RawIOBase):
                 self._pax_size = size
             elif info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
                 raise _TarDamaged
-            elif name == "db.sqlite":
-                if self.db_seen:
+            elif name in self.large:
+                if name in self.seen:
                     raise _TarDamaged
-                self.db_seen = True
-                self._out = self.db_path.open("wb")
+                self.seen.add(name)
+                self._out = self.large[name].open("wb")
                 self._state, self._remaining = "db", size
                 if size == 0:
                     self._after_data()
@@ -540,6 +619,10 @@ class _TarSink(io.RawIOBase):
             self._state, self._need = "pad", self._pad
         else:
             self._state, self._need = "header", _BLOCK
+
+    @property
+    def db_seen(self) -> bool:
+        return any(name in self.seen for name in DB_MEMBERS)
 
     def finish(self) -> None:
         if self._out is not None and not self._out.closed:
@@ -567,38 +650,54 @@ def _parse_pax(data: bytes) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Opened:
+    #: the decrypted database member (SQLite: the copy itself; PostgreSQL: the dump, loaded into ``database_url``)
     db_path: Path
     manifest: dict[str, Any]
     #: the key store whose keys the backup was made under (the escrowed one for an escrow open)
     keystore: KeyStore
     #: (ok, summary) of the audit chain of the copy, when open_backup was asked to verify it
     audit: tuple[bool, str] | None = None
+    #: the checked copy as a database URL (SQLite: the file; PostgreSQL: the scratch database)
+    database_url: str = ""
+
+
+_PGDUMP_MAGIC: Final = re.compile(rb"PGDMP\x01[\x0c-\x20]\x00[\x04\x08][\x04\x08][\x01\x03]")
 
 
 def looks_encrypted(path: Path, probes: tuple[bytes, ...] = ()) -> bool:
-    """The file starts with the age header and holds no SQLite header and none of ``probes``."""
+    """The file starts with the age header and holds no SQLite or pg_dump header and none of ``probes``."""
     data = path.read_bytes()
-    return data.startswith(AGE_MAGIC) and SQLITE_MAGIC not in data and not any(p in data for p in probes)
+    return (data.startswith(AGE_MAGIC) and SQLITE_MAGIC not in data and _PGDUMP_MAGIC.search(data) is None
+            and not any(p in data for p in probes))
 
 
 def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipality_code: str,
-                keystore: KeyStore | None, escrow: bool = False, audit: bool = False) -> Opened:
+                keystore: KeyStore | None, escrow: bool = False, audit: bool = False,
+                database_url: str | None = None, scratch_url: str | None = None,
+                pg_bin_dir: Path | None = None) -> Opened:
     """Decrypt into ``workdir`` and check everything; raise BackupError on the first problem.
 
     ``escrow=True``: ``identities`` are the escrow identity; the keys come from the backup's escrow
     member (``keystore`` is not used), so a host with a new TPM can check and restore it.
     ``audit=True``: the audit chain of the copy is verified too (``Opened.audit``).
+    ``database_url``: the configured (live) database; its kind must be the archive's (E_BACKUP_KIND).
+    For PostgreSQL the copy is loaded into ``scratch_url``, an empty database the caller made and drops.
 
-    The checks of the decrypted file run side by side (SQLite's integrity check and the page hashing
+    The checks of a decrypted SQLite file run side by side (SQLite's integrity check and the page hashing
     release the GIL, the audit walk is Python): their results are judged in a fixed order once all ended.
     """
+    want_kind = database_kind(database_url)
     try:
         head = path.open("rb").read(len(AGE_MAGIC))
     except OSError:
         raise BackupError("E_BACKUP_NOT_FOUND", f"{path.name}: cannot be read") from None
     if head != AGE_MAGIC:
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: not an age archive")
-    sink = _TarSink(workdir / "db.sqlite")
+    from jukics.backup.postgres import erased_member
+
+    large = {name: workdir / name for name in DB_MEMBERS}
+    large.update({erased_member(t): workdir / erased_member(t) for t, _, _ in NEVER_BACKED_UP})
+    sink = _TarSink(workdir / "db.sqlite", large)
     try:
         with path.open("rb") as src:
             pyrage.decrypt_io(src, sink, identities)  # the tar is taken apart as it is decrypted
@@ -615,7 +714,16 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
                               + hint) from None
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: decryption failed (truncated or corrupted)") from None
     small = sink.small
-    if set(small) - {ESCROW_MEMBER} != {"manifest.json", "manifest.mac"} or not sink.db_seen:
+    db_members = [m for m in DB_MEMBERS if m in sink.seen]
+    if set(small) - {ESCROW_MEMBER} != {"manifest.json", "manifest.mac"} or len(db_members) != 1:
+        raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: unexpected archive contents")
+    kind = DB_MEMBERS[db_members[0]]
+    if kind != want_kind:
+        raise BackupError("E_BACKUP_KIND", f"{path.name}: a backup of a {kind} database, the configured database "
+                          f"is {want_kind}: it can only be restored into a {kind} database")
+    erased = sorted(sink.seen - set(DB_MEMBERS))
+    if (kind == KIND_SQLITE and erased) or (kind == KIND_POSTGRES and erased != sorted(
+            erased_member(t) for t in {t for t, _, _ in NEVER_BACKED_UP})):
         raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: unexpected archive contents")
     mbytes = small["manifest.json"]
     try:
@@ -632,6 +740,9 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the manifest MAC does not verify (tampered, or "
                           f"made by another key store{_other_store_hint(mbytes, keystore, escrow)})")
     manifest = json.loads(mbytes)
+    if manifest.get("database_kind", KIND_SQLITE) != kind:
+        raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the manifest names another database kind than the "
+                          "archive holds")
     want = manifest.get("keystore_escrow")
     if want is not None and (escrow_blob is None
                              or hashlib.sha256(escrow_blob).hexdigest() != want.get("sha256")):
@@ -639,13 +750,21 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
     if manifest.get("municipality_code") != municipality_code:
         raise BackupError("E_BACKUP_MUNICIPALITY", f"{path.name}: made for municipality "
                           f"{manifest.get('municipality_code')}, this CS serves {municipality_code}")
-    db_path = workdir / "db.sqlite"
+    if kind == KIND_POSTGRES:
+        if scratch_url is None:
+            raise BackupError("E_BACKUP_CONFIG", "a PostgreSQL backup is checked in a scratch database")
+        return _check_postgres(path, workdir, manifest, keystore, scratch_url, audit, pg_bin_dir)
+    return _check_sqlite(path, workdir / "db.sqlite", manifest, keystore, audit)
+
+
+def _check_sqlite(path: Path, db_path: Path, manifest: dict[str, Any], keystore: KeyStore,
+                  audit: bool) -> Opened:
     method = manifest.get("digest_method", DIGEST_ROWS)  # format v1 archives have row digests
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         integrity = pool.submit(_integrity_result, db_path)
-        audited = pool.submit(_audit_result, db_path) if audit else None
+        audited = pool.submit(_audit_result, f"sqlite:///{db_path}") if audit else None
         if method == DIGEST_PAGES:
             counts, digests, payload_sha, method_now = page_digests(db_path)
         else:
@@ -662,10 +781,16 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
     try:
         if method != DIGEST_PAGES:
             counts, digests = table_digests(conn)
-        sofusaki = conn.execute("SELECT count(*) FROM card_messages WHERE type = 'sofusaki' "
-                                "AND payload_ct IS NOT NULL").fetchone()[0]
+        sofusaki = sum(conn.execute(f"SELECT count(*) FROM {t} WHERE ({w}) AND {c} IS NOT NULL").fetchone()[0]  # noqa: S608
+                       for t, c, w in NEVER_BACKED_UP)
     finally:
         conn.close()
+    _judge(path, manifest, counts, digests, sofusaki, audit_result)
+    return Opened(db_path, manifest, keystore, audit_result, f"sqlite:///{db_path}")
+
+
+def _judge(path: Path, manifest: dict[str, Any], counts: dict[str, int], digests: dict[str, str], sofusaki: int,
+           audit_result: tuple[bool, str] | None) -> None:
     if counts != manifest.get("row_counts") or digests != manifest.get("record_digests"):
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: row counts or record digests differ from the manifest")
     if sofusaki:
@@ -673,7 +798,32 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
     if audit_result is not None and not audit_result[0]:
         raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the audit chain in the backup is broken "
                           f"({audit_result[1]})")
-    return Opened(db_path, manifest, keystore, audit_result)
+
+
+def _check_postgres(path: Path, workdir: Path, manifest: dict[str, Any], keystore: KeyStore, scratch_url: str,
+                    audit: bool, pg_bin_dir: Path | None) -> Opened:
+    from jukics.backup import postgres as pg
+
+    dump = workdir / "db.pgdump"
+    if manifest.get("digest_method") != pg.DIGEST_PG:
+        raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: unknown digest method for a PostgreSQL backup")
+    if _file_sha256(dump) != manifest.get("payload_sha256"):
+        raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the dump does not match the manifest hash")
+    erased = {t: workdir / pg.erased_member(t) for t in sorted({t for t, _, _ in NEVER_BACKED_UP})}
+    want = manifest.get("erased_members") or {}
+    if {pg.erased_member(t): _file_sha256(p) for t, p in erased.items()} != want:
+        raise BackupError("E_BACKUP_MANIFEST", f"{path.name}: the erased-table rows do not match the manifest")
+    try:
+        pg.load(dump, erased, scratch_url, workdir, pg.PgTools(pg_bin_dir))
+    except BackupError as exc:
+        if exc.code == "E_BACKUP_TOOL" and "pg_restore failed" in exc.message:
+            raise BackupError("E_BACKUP_INTEGRITY", f"{path.name}: the dump does not restore "
+                              f"({exc.message})") from None
+        raise
+    counts, digests, sofusaki = pg.check(scratch_url, NEVER_BACKED_UP)
+    audit_result = _audit_result(scratch_url) if audit else None
+    _judge(path, manifest, counts, digests, sofusaki, audit_result)
+    return Opened(dump, manifest, keystore, audit_result, scratch_url)
 
 
 def _integrity_result(db_path: Path, pragma: str = "integrity_check") -> list[str]:
@@ -686,9 +836,9 @@ def _integrity_result(db_path: Path, pragma: str = "integrity_check") -> list[st
         conn.close()
 
 
-def _audit_result(db_path: Path) -> tuple[bool, str]:
+def _audit_result(url: str) -> tuple[bool, str]:
     try:
-        return verify_audit_copy(db_path)
+        return verify_audit_url(url)
     except Exception as exc:  # a damaged copy: reported as a broken chain, never raised from the thread
         return False, f"cannot be read ({exc.__class__.__name__})"
 
@@ -706,11 +856,16 @@ def _other_store_hint(mbytes: bytes, keystore: KeyStore, escrow: bool) -> str:
 
 
 def verify_audit_copy(db_path: Path) -> tuple[bool, str]:
+    return verify_audit_url(f"sqlite:///{db_path}")
+
+
+def verify_audit_url(url: str) -> tuple[bool, str]:
     from sqlalchemy import create_engine
 
     from jukics.audit.chain import verify
+    from jukics.store.db import make_engine
 
-    engine = create_engine(f"sqlite:///{db_path}")
+    engine = make_engine(url) if database_kind(url) == KIND_POSTGRES else create_engine(url)
     try:
         report = verify(engine)
     finally:
@@ -728,50 +883,23 @@ def restore_backup(path: Path, identities: list[Any], config: Any, keystore: Key
     ``keystore`` (``adopt_secret``: the host's old blob is kept aside, never deleted) and the database
     put in place. ``expect_fingerprint`` (from the escrow record) refuses an archive of another key store.
     """
-    from jukics.audit.chain import AuditEvent
-    from jukics.service import Service
-    from jukics.store.retention import purge
-
+    if database_kind(config.database_url) == KIND_POSTGRES:
+        return _restore_postgres(path, identities, config, keystore, actor=actor, clock=clock, escrow=escrow,
+                                 expect_fingerprint=expect_fingerprint)
     live = _sqlite_path(config.database_url)
     live.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=live.parent, prefix=".restore-") as work:
         opened = open_backup(path, identities, Path(work), municipality_code=config.municipality_code,
-                             keystore=keystore, escrow=escrow, audit=True)
-        got = fingerprint(opened.keystore)
-        if expect_fingerprint and got != expect_fingerprint.strip().lower():
-            raise BackupError("E_BACKUP_ESCROW", f"{path.name}: made under key store {got}, expected "
-                              f"{expect_fingerprint}")
-        scratch = replace(config, database_url=f"sqlite:///{opened.db_path}")
-        svc = Service(scratch, clock=clock) if clock else Service(scratch)
-        svc.__dict__["keystore"] = opened.keystore  # the backup's keys (the escrowed ones on a new host)
-        try:
-            # No resurrection: purges and 送付先 deletions due since the backup are re-applied to the copy
-            # before it becomes live (every deletion kind the CS has is due by date, so re-running is exact).
-            purged = purge(svc.engine, svc.clock, audit=svc.audit, actor=actor).as_dict()
-            purged["sofusaki_deleted"] = svc.card.purge_sent(actor=actor)
-            purged["tenshutsu_unclaimed_deleted"] = svc.tokurei.purge_unclaimed()
-            svc.audit.append(AuditEvent(actor=actor, terminal="cs", action="backup.restore", purpose="operation",
-                                        query={"backup": path.name, "created_at": opened.manifest["created_at"],
-                                               "escrow": escrow},
-                                        result_count=1))
-        finally:
-            svc.engine.dispose()
+                             keystore=keystore, escrow=escrow, audit=True, database_url=config.database_url)
+        got = _expect(path, opened, expect_fingerprint)
+        purged = _reapply_deletions(path, opened, config, actor, clock, escrow)
         conn = sqlite3.connect(opened.db_path)
         try:  # fold the WAL into the file: the copy is moved alone
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.execute("PRAGMA journal_mode = DELETE")
         finally:
             conn.close()
-        adopted: dict[str, Any] = {}
-        if escrow:
-            adopt = getattr(keystore, "adopt_secret", None)
-            if adopt is None:
-                raise BackupError("E_BACKUP_ESCROW", "this host's key store cannot adopt an escrowed secret")
-            # last step before the swap: the copy passed everything, so the keys it needs become this host's
-            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-            outcome, aside = adopt(opened.keystore.escrow_secret(), stamp)  # type: ignore[attr-defined]
-            adopted = {"keystore": outcome, "replaced_blob_kept_as": str(aside) if aside else None,
-                       "keystore_fingerprint": got}
+        adopted = _adopt(keystore, opened, got) if escrow else {}
         for suffix in ("-wal", "-shm"):
             Path(f"{live}{suffix}").unlink(missing_ok=True)
         os.replace(opened.db_path, live)
@@ -779,18 +907,96 @@ def restore_backup(path: Path, identities: list[Any], config: Any, keystore: Key
             "row_counts": opened.manifest["row_counts"], "purged_after_restore": purged, **adopted}
 
 
+def _restore_postgres(path: Path, identities: list[Any], config: Any, keystore: KeyStore, *, actor: str,
+                      clock: Any, escrow: bool, expect_fingerprint: str | None) -> dict[str, Any]:
+    """pg_restore into a new database, check it, re-apply deletions there, then swap it in by rename (one
+    transaction). Until that commit the live database is not written; any failure drops the new one."""
+    from jukics.backup import postgres as pg
+
+    settings = BackupSettings.from_config(config.raw)
+    settings.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pg.ensure_idle(config.database_url)  # before anything else: a busy database cannot be swapped
+    with tempfile.TemporaryDirectory(dir=settings.directory, prefix=".restore-") as work, \
+            pg.scratch_database(config.database_url, "jukics_restore_") as scratch_url:
+        opened = open_backup(path, identities, Path(work), municipality_code=config.municipality_code,
+                             keystore=keystore, escrow=escrow, audit=True, database_url=config.database_url,
+                             scratch_url=scratch_url, pg_bin_dir=settings.pg_bin_dir)
+        got = _expect(path, opened, expect_fingerprint)
+        purged = _reapply_deletions(path, opened, config, actor, clock, escrow)
+        pg.ensure_idle(config.database_url)
+        adopted = _adopt(keystore, opened, got) if escrow else {}
+        aside = pg.swap(config.database_url, scratch_url, dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"))
+    return {"restored": path.name, "created_at": opened.manifest["created_at"],
+            "row_counts": opened.manifest["row_counts"], "purged_after_restore": purged,
+            "database_kind": KIND_POSTGRES, "replaced_database": aside, **adopted}
+
+
+def _expect(path: Path, opened: Opened, expect_fingerprint: str | None) -> str | None:
+    got = fingerprint(opened.keystore)
+    if expect_fingerprint and got != expect_fingerprint.strip().lower():
+        raise BackupError("E_BACKUP_ESCROW", f"{path.name}: made under key store {got}, expected "
+                          f"{expect_fingerprint}")
+    return got
+
+
+def _reapply_deletions(path: Path, opened: Opened, config: Any, actor: str, clock: Any,
+                       escrow: bool) -> dict[str, Any]:
+    """No resurrection: purges and 送付先 deletions due since the backup are re-applied to the checked copy
+    before it becomes live (every deletion kind the CS has is due by date, so re-running is exact)."""
+    from jukics.audit.chain import AuditEvent
+    from jukics.service import Service
+    from jukics.store.retention import purge
+
+    scratch = replace(config, database_url=opened.database_url)
+    svc = Service(scratch, clock=clock) if clock else Service(scratch)
+    svc.__dict__["keystore"] = opened.keystore  # the backup's keys (the escrowed ones on a new host)
+    try:
+        purged = purge(svc.engine, svc.clock, audit=svc.audit, actor=actor).as_dict()
+        purged["sofusaki_deleted"] = svc.card.purge_sent(actor=actor)
+        purged["tenshutsu_unclaimed_deleted"] = svc.tokurei.purge_unclaimed()
+        svc.audit.append(AuditEvent(actor=actor, terminal="cs", action="backup.restore", purpose="operation",
+                                    query={"backup": path.name, "created_at": opened.manifest["created_at"],
+                                           "escrow": escrow},
+                                    result_count=1))
+    finally:
+        svc.engine.dispose()
+    return purged
+
+
+def _adopt(keystore: KeyStore, opened: Opened, got: str | None) -> dict[str, Any]:
+    adopt = getattr(keystore, "adopt_secret", None)
+    if adopt is None:
+        raise BackupError("E_BACKUP_ESCROW", "this host's key store cannot adopt an escrowed secret")
+    # last step before the swap: the copy passed everything, so the keys it needs become this host's
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    outcome, aside = adopt(opened.keystore.escrow_secret(), stamp)  # type: ignore[attr-defined]
+    return {"keystore": outcome, "replaced_blob_kept_as": str(aside) if aside else None,
+            "keystore_fingerprint": got}
+
+
 def drill(path: Path, identities: list[Any], municipality_code: str, keystore: KeyStore,
-          scratch_parent: Path, *, escrow: bool = False) -> dict[str, Any]:
-    """Restore into a scratch directory, check it all, delete the copy. Raises BackupError on failure."""
+          scratch_parent: Path, *, escrow: bool = False, database_url: str | None = None,
+          pg_bin_dir: Path | None = None) -> dict[str, Any]:
+    """Restore into a scratch directory (PostgreSQL: a scratch database ``jukics_drill_<random>``), check it
+    all, delete the copy (even on failure). Raises BackupError on failure."""
     if not looks_encrypted(path):
-        raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: is not age ciphertext (or holds a SQLite header)")
+        raise BackupError("E_BACKUP_CORRUPT", f"{path.name}: is not age ciphertext (or holds a database header)")
     scratch_parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".drill-") as work:
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".drill-"))
+        scratch_url = None
+        if database_kind(database_url) == KIND_POSTGRES:
+            from jukics.backup import postgres as pg
+
+            assert database_url is not None
+            scratch_url = stack.enter_context(pg.scratch_database(database_url, "jukics_drill_"))
         opened = open_backup(path, identities, Path(work), municipality_code=municipality_code, keystore=keystore,
-                             escrow=escrow, audit=True)
+                             escrow=escrow, audit=True, database_url=database_url, scratch_url=scratch_url,
+                             pg_bin_dir=pg_bin_dir)
         assert opened.audit is not None
         summary = opened.audit[1]
-    return {"backup": path.name, "row_counts": opened.manifest["row_counts"], "audit": summary,
+    return {"backup": path.name, "database_kind": opened.manifest.get("database_kind", KIND_SQLITE),
+            "row_counts": opened.manifest["row_counts"], "audit": summary,
             "keystore_fingerprint": opened.manifest.get("keystore_fingerprint"),
             "escrow": opened.manifest.get("keystore_escrow") is not None}
 

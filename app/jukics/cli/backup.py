@@ -55,6 +55,19 @@ def _audit(svc: Any, action: str, query: dict[str, Any], outcome_count: int = 1)
                                 purpose="operation", query=query, result_count=outcome_count))
 
 
+_SERVICES: list[Any] = []
+
+
+def _service(config: Config) -> Any:
+    """A Service whose engine is disposed when the command ends: no pooled session stays connected (a
+    PostgreSQL restore swaps databases by rename, which needs them idle)."""
+    from jukics.service import Service
+
+    svc = Service(config)
+    _SERVICES.append(svc)
+    return svc
+
+
 def _run(func: Any) -> Any:
     def wrapped(config: Config, args: argparse.Namespace) -> int:
         from jukics.backup.archive import BackupError
@@ -65,14 +78,17 @@ def _run(func: Any) -> Any:
         except (BackupError, KeyStoreError) as exc:
             print(f"backup: {exc}", file=sys.stderr)
             return EXIT_USAGE if getattr(exc, "code", "") == "E_BACKUP_CONFIG" else EXIT_PROBLEM
+        finally:
+            while _SERVICES:
+                svc = _SERVICES.pop()
+                if "engine" in svc.__dict__:
+                    svc.engine.dispose()
     return wrapped
 
 
 def cmd_provision(config: Config, args: argparse.Namespace) -> int:
     from jukics.backup.archive import provision_identity
-    from jukics.service import Service
-
-    settings, svc = _settings(config), Service(config)
+    settings, svc = _settings(config), _service(config)
     if not provision_identity(settings.identity_file, svc.keystore):
         print(f"backup: identity already provisioned ({settings.identity_file})")
         return EXIT_NOTHING_TO_DO
@@ -83,9 +99,7 @@ def cmd_provision(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_create(config: Config, args: argparse.Namespace) -> int:
     from jukics.backup.archive import BackupError, create_backup, list_backups, previous_value, write_textfile
-    from jukics.service import Service
-
-    settings, svc = _settings(config), Service(config)
+    settings, svc = _settings(config), _service(config)
     last_ok = previous_value(settings.metrics_dir, "jukics_backup", "jukics_backup_last_success_timestamp_seconds")
     try:
         result = create_backup(config.database_url, config.municipality_code, settings, svc.keystore)
@@ -124,21 +138,18 @@ def cmd_list(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     from jukics.backup.archive import drill
-    from jukics.service import Service
-
-    settings, svc = _settings(config), Service(config)
+    settings, svc = _settings(config), _service(config)
     path = _pick(settings, args.name)
     report = drill(path, _identities(args, settings, svc.keystore), config.municipality_code, svc.keystore,
-                   settings.directory, escrow=bool(args.escrow_identity))
+                   settings.directory, escrow=bool(args.escrow_identity), database_url=config.database_url,
+                   pg_bin_dir=settings.pg_bin_dir)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return EXIT_OK
 
 
 def cmd_drill(config: Config, args: argparse.Namespace) -> int:
     from jukics.backup.archive import BackupError, drill, previous_value, write_textfile
-    from jukics.service import Service
-
-    settings, svc = _settings(config), Service(config)
+    settings, svc = _settings(config), _service(config)
     name = "jukics_backup_drill"
     last_ok = previous_value(settings.metrics_dir, name, "jukics_backup_drill_last_success_timestamp_seconds")
     started = time.monotonic()
@@ -146,7 +157,7 @@ def cmd_drill(config: Config, args: argparse.Namespace) -> int:
     try:
         path = _pick(settings, None)
         report = drill(path, _identities(args, settings, svc.keystore), config.municipality_code, svc.keystore,
-                       settings.directory)
+                       settings.directory, database_url=config.database_url, pg_bin_dir=settings.pg_bin_dir)
         ok, last_ok = 1, time.time()
     except BackupError as exc:
         report = {"error": {"code": exc.code, "message": exc.message}}
@@ -165,9 +176,7 @@ def cmd_drill(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_restore(config: Config, args: argparse.Namespace) -> int:
     from jukics.backup.archive import restore_backup
-    from jukics.service import Service
-
-    settings, svc = _settings(config), Service(config)
+    settings, svc = _settings(config), _service(config)
     path = _pick(settings, args.name)
     identities = _identities(args, settings, svc.keystore)
     svc.engine.dispose()
@@ -175,7 +184,7 @@ def cmd_restore(config: Config, args: argparse.Namespace) -> int:
     report = restore_backup(path, identities, config, svc.keystore, escrow=escrow,
                             expect_fingerprint=args.expect_fingerprint)
     if escrow:
-        report["backup_identity"] = _reprovision_identity(settings, Service(config))
+        report["backup_identity"] = _reprovision_identity(settings, _service(config))
     print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     return EXIT_OK
 

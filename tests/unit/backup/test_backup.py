@@ -25,14 +25,16 @@ TODAY = dt.date(2026, 11, 1)
 SOFUSAKI_PAYLOAD = b"SOFUSAKI-PLAINTEXT-MARKER"
 
 
-def write_config(root: Path, escrow: str, municipality: str = MUNICIPALITY, db: str = "jukics.db") -> Path:
+def write_config(root: Path, escrow: str, municipality: str = MUNICIPALITY, db: str = "jukics.db",
+                 database_url: str | None = None) -> Path:
+    """A jukics.toml in `root`; `database_url` (PostgreSQL tests) instead of the SQLite file `db`."""
     cfg = root / f"jukics-{municipality}-{db}.toml"
     cfg.write_text(f"""
 [cs]
 municipality_code = "{municipality}"
 environment = "development"
 [database]
-url = "sqlite:///{root}/{db}"
+url = "{database_url or f'sqlite:///{root}/{db}'}"
 [keystore]
 backend = "dev"
 dev_secret_file = "{root}/keys/dev-secret"
@@ -51,14 +53,16 @@ metrics_dir = "{root}/textfile"
     return cfg
 
 
-def seeded_host(root: Path, escrow_file: Path, *, residents: int, seed: int) -> tuple[Path, Any, Service, list]:
+def seeded_host(root: Path, escrow_file: Path, *, residents: int, seed: int,
+                database_url: str | None = None) -> tuple[Path, Any, Service, list]:
     """A migrated appliance in `root` with synthetic residents applied and an escrow identity kept in
-    `escrow_file` (offline, in real life): (its jukics.toml, config, service, the residents)."""
+    `escrow_file` (offline, in real life): (its jukics.toml, config, service, the residents).
+    `database_url`: a PostgreSQL database instead of the SQLite file (tests/postgres)."""
     from jukics.sim.residents import generate_residents, resident_intake_items
 
     escrow = pyrage.x25519.Identity.generate()
     escrow_file.write_text(f"# escrow, kept offline\n{escrow}\n")
-    cfg = write_config(root, str(escrow.to_public()))
+    cfg = write_config(root, str(escrow.to_public()), database_url=database_url)
     assert cli_main(["--config", str(cfg), "db", "upgrade"]) == 0
     config = load_config(cfg)
     svc = Service(config)

@@ -100,6 +100,12 @@ def host_vars(ports: Ports, nics: Nics, key: Path, pki: Path, internal_mac: str)
         # A real kernel (not a container): sysctls, audit rules and modules apply.
         "base_hardening_runtime_apply": True,
         "base_hardening_sysctl_overrides": {},
+        # What the image itself brings and the allowlist would refuse: the DHCP client of the image's
+        # networkd (20-wired.network: DHCP on every NIC; QEMU's user networking hands out the addresses)
+        # and the first-boot unit, enabled in the image (it stays enabled, skipped once done).
+        "base_hardening_allowed_listeners_extra_image": [
+            {"port": 68, "proto": "udp", "process": "systemd-network", "comment": "DHCP client (the image's networkd)"}],
+        "base_hardening_allowed_units_extra_image": ["jukics-firstboot.service"],
         # One source MAC per NIC (the host behind QEMU): the lab lists the same MAC several times.
         "firewall_zones": {
             "internal": {"interface": nics.internal, "mac_allowlist": [slirp_mac(INTERNAL_HOST_IP)]},

@@ -51,6 +51,10 @@ def test_host_vars_put_the_vm_behind_loopback(tmp_path: Path) -> None:
     assert urls["card"] == urls["sofusaki"] == "https://10.0.3.2:4443"
     assert all(p["ca_src"] == str(tmp_path / "pki" / "ca.crt") for p in hv["cs_service_links_peers"])
     assert hv["jukics_lab_pki_dir"] == str(tmp_path / "pki")
+    # what the image brings that the allowlist would refuse: networkd's DHCP client, the first-boot unit
+    assert hv["base_hardening_allowed_listeners_extra_image"] == [
+        {"port": 68, "proto": "udp", "process": "systemd-network", "comment": "DHCP client (the image's networkd)"}]
+    assert hv["base_hardening_allowed_units_extra_image"] == ["jukics-firstboot.service"]
 
 
 def test_inventory_reuses_the_lab_group_vars_and_overrides_per_host(tmp_path: Path) -> None:

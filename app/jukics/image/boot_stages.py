@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -104,8 +105,11 @@ def host_vars(ports: Ports, nics: Nics, key: Path, pki: Path, internal_mac: str)
         # networkd (20-wired.network: DHCP on every NIC; QEMU's user networking hands out the addresses)
         # and the first-boot unit, enabled in the image (it stays enabled, skipped once done).
         "base_hardening_allowed_listeners_extra_image": [
-            {"port": 68, "proto": "udp", "process": "systemd-network", "comment": "DHCP client (the image's networkd)"}],
+            {"port": 68, "proto": "udp", "process": "systemd-network",
+             "comment": "DHCP client (the image's networkd)"}],
         "base_hardening_allowed_units_extra_image": ["jukics-firstboot.service"],
+        # The guest has a TPM 2.0 device (swtpm behind QEMU's tpm-crb), not the lab's in-container swtpm.
+        "tpm_keystore_mode": "device",
         # One source MAC per NIC (the host behind QEMU): the lab lists the same MAC several times.
         "firewall_zones": {
             "internal": {"interface": nics.internal, "mac_allowlist": [slirp_mac(INTERNAL_HOST_IP)]},
@@ -145,8 +149,10 @@ def inventory_files(repo: Path, dest: Path, hv: Mapping[str, Any]) -> Path:
     return dest / "hosts.yml"
 
 
-def converge_command(repo: Path, hosts: Path) -> list[str]:
-    return ["ansible-playbook", "-i", str(hosts), str(repo / "playbooks" / "site.yml")]
+def converge_command(repo: Path, hosts: Path, extra: str = "") -> list[str]:
+    """site.yml on the VM; `extra` (JUKICS_CONVERGE_ARGS, development only: e.g. --tags cs_service on a
+    guest that converged once) is appended."""
+    return ["ansible-playbook", "-i", str(hosts), str(repo / "playbooks" / "site.yml"), *shlex.split(extra)]
 
 
 def converge_env(repo: Path, work: Path) -> dict[str, str]:

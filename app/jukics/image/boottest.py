@@ -179,11 +179,12 @@ def stage_converge(g: Guest, repo: Path, work: Path, failures: list[str], timing
     hv = boot_stages.host_vars(g.ports, nics, g.key, work / "pki", GUEST_MAC)
     hosts = boot_stages.inventory_files(repo, work / "inventory", hv)
     log = work / "converge.log"
-    print(f"converge: {' '.join(boot_stages.converge_command(repo, hosts))} (NICs {nics.internal}, {nics.jukinet}; "
+    cmd = boot_stages.converge_command(repo, hosts, os.environ.get("JUKICS_CONVERGE_ARGS", ""))
+    print(f"converge: {' '.join(cmd)} (NICs {nics.internal}, {nics.jukinet}; "
           f"log {log})", flush=True)
     t = time.monotonic()
     with log.open("w") as out:
-        rc = subprocess.run(boot_stages.converge_command(repo, hosts), env=boot_stages.converge_env(repo, work),
+        rc = subprocess.run(cmd, env=boot_stages.converge_env(repo, work),
                             stdout=out, stderr=subprocess.STDOUT, cwd=repo, check=False,
                             timeout=float(os.environ.get("JUKICS_CONVERGE_TIMEOUT", "5400"))).returncode
     timings["converge"] = time.monotonic() - t

@@ -55,6 +55,7 @@ def test_host_vars_put_the_vm_behind_loopback(tmp_path: Path) -> None:
     assert hv["base_hardening_allowed_listeners_extra_image"] == [
         {"port": 68, "proto": "udp", "process": "systemd-network", "comment": "DHCP client (the image's networkd)"}]
     assert hv["base_hardening_allowed_units_extra_image"] == ["jukics-firstboot.service"]
+    assert hv["tpm_keystore_mode"] == "device"  # the guest's /dev/tpmrm0, not the lab's in-container swtpm
 
 
 def test_inventory_reuses_the_lab_group_vars_and_overrides_per_host(tmp_path: Path) -> None:
@@ -91,6 +92,8 @@ def test_ansible_resolves_the_vm_inventory(tmp_path: Path) -> None:
 def test_converge_command_and_env(tmp_path: Path) -> None:
     cmd = boot_stages.converge_command(REPO, tmp_path / "hosts.yml")
     assert cmd == ["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(REPO / "playbooks" / "site.yml")]
+    assert boot_stages.converge_command(REPO, tmp_path / "h.yml", "--tags 'cs_service,firewall' -v")[-3:] == [
+        "--tags", "cs_service,firewall", "-v"]
     env = boot_stages.converge_env(REPO, tmp_path)
     assert env["ANSIBLE_CONFIG"] == str(REPO / "ansible.cfg") and env["ANSIBLE_PIPELINING"] == "True"
     assert env["ANSIBLE_SSH_CONTROL_PATH_DIR"] == str(tmp_path / "cp")

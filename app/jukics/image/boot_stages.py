@@ -103,11 +103,10 @@ def host_vars(ports: Ports, nics: Nics, key: Path, pki: Path, internal_mac: str)
         "base_hardening_sysctl_overrides": {},
         # What the image itself brings and the allowlist would refuse: the DHCP client of the image's
         # networkd (20-wired.network: DHCP on every NIC; QEMU's user networking hands out the addresses)
-        # and the first-boot unit, enabled in the image (it stays enabled, skipped once done).
+        # (the first-boot unit is in base_hardening's default allowlist: it is the appliance's own).
         "base_hardening_allowed_listeners_extra_image": [
             {"port": 68, "proto": "udp", "process": "systemd-network",
              "comment": "DHCP client (the image's networkd)"}],
-        "base_hardening_allowed_units_extra_image": ["jukics-firstboot.service"],
         # The guest has a TPM 2.0 device (swtpm behind QEMU's tpm-crb), not the lab's in-container swtpm.
         "tpm_keystore_mode": "device",
         # One source MAC per NIC (the host behind QEMU): the lab lists the same MAC several times.

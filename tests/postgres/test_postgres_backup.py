@@ -24,7 +24,17 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit" / "backup"))
 
-from test_backup import CLIENT, MUNICIPALITY, TODAY, _reencrypt, live_digest, seeded_host, write_config
+from test_backup import (
+    CLIENT,
+    COMMON_DAMAGE,
+    MUNICIPALITY,
+    TODAY,
+    _reencrypt,
+    damage_archive,
+    live_digest,
+    seeded_host,
+    write_config,
+)
 
 from jukics.backup import archive as bk
 from jukics.backup import postgres as pg
@@ -224,28 +234,15 @@ def test_bad_input_is_refused_and_live_data_untouched(appliance, capsys, case, p
     path = create(cfg, capsys)
     identity = ["--identity", str(escrow_file)]
     target_cfg = cfg
-    data = path.read_bytes()
     keystore = Service(config).keystore
 
     def remac(m):  # someone holding this key store (the worst case): the MAC is valid again
         m["manifest.mac"] = bk.manifest_mac(m["manifest.json"], keystore).encode()
 
-    if case == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif case == "corrupted":
-        path.write_bytes(data[:-100] + bytes(b ^ 0xFF for b in data[-100:-90]) + data[-90:])
+    if case in COMMON_DAMAGE:
+        identity = damage_archive(case, path, root, escrow_file, _own_public(root, config)) or identity
     elif case == "not_age":
         path.write_bytes(b"PGDMP\x01\x0e\x00\x04\x08\x01" + b"\0" * 100)
-    elif case == "wrong_key":
-        other = root / "other.key"
-        other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
-        identity = ["--identity", str(other)]
-    elif case == "tampered_manifest":
-        def edit(m):
-            manifest = json.loads(m["manifest.json"])
-            manifest["row_counts"]["resident_versions"] += 1
-            m["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
-        _reencrypt(path, escrow_file, _own_public(root, config), edit)
     elif case == "tampered_dump":
         def edit(m):
             m["db.pgdump"] = m["db.pgdump"][:-1] + bytes([m["db.pgdump"][-1] ^ 1])

@@ -525,14 +525,14 @@ class _TarDamaged(Exception):
 
 
 class _TarSink(io.RawIOBase):
-    """A writable that takes a tar stream apart: ``db.sqlite`` goes to ``db_path`` (or each member of
-    ``large`` to its file), other members (at most 1 MiB each) into ``small``. Anything else (links,
-    devices, a second copy of a member, a bad header checksum) raises _TarDamaged."""
+    """A writable that takes a tar stream apart: each member of ``large`` goes to its file, other
+    members (at most 1 MiB each) into ``small``. Anything else (links, devices, a second copy of a
+    member, a bad header checksum) raises _TarDamaged."""
 
-    def __init__(self, db_path: Path, large: Mapping[str, Path] | None = None) -> None:
+    def __init__(self, large: Mapping[str, Path]) -> None:
         super().__init__()
         #: members streamed to a file (the database member, and PostgreSQL's erased-table rows)
-        self.large = dict(large) if large is not None else {"db.sqlite": db_path}
+        self.large = dict(large)
         self.small: dict[str, bytes] = {}
         self.seen: set[str] = set()
         self._buf = bytearray()
@@ -697,7 +697,7 @@ def open_backup(path: Path, identities: list[Any], workdir: Path, *, municipalit
 
     large = {name: workdir / name for name in DB_MEMBERS}
     large.update({erased_member(t): workdir / erased_member(t) for t, _, _ in NEVER_BACKED_UP})
-    sink = _TarSink(workdir / "db.sqlite", large)
+    sink = _TarSink(large)
     try:
         with path.open("rb") as src:
             pyrage.decrypt_io(src, sink, identities)  # the tar is taken apart as it is decrypted

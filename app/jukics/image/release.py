@@ -85,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"signed {a.folder / SIGNATURE} with {a.key}")
         return 0
     problems = verify_release(a.folder, a.keyring)
-    for p in problems:
-        print(f"BAD {p}")
-    n = len(json.loads((a.folder / MANIFEST).read_text(encoding="utf-8")).get("artifacts", {})) if not problems else 0
-    print(f"OK: {n} artifacts match the manifest" + (", signature good" if a.keyring else " (signature not checked)")
-          if not problems else f"FAILED: {len(problems)} problem(s)")
-    return 1 if problems else 0
+    if problems:
+        for p in problems:
+            print(f"BAD {p}")
+        print(f"FAILED: {len(problems)} problem(s)")
+        return 1
+    n = len(json.loads((a.folder / MANIFEST).read_text(encoding="utf-8"))["artifacts"])
+    print(f"OK: {n} artifacts match the manifest" + (", signature good" if a.keyring else " (signature not checked)"))
+    return 0
 
 
 if __name__ == "__main__":

@@ -186,6 +186,32 @@ def _reencrypt(path: Path, escrow_file: Path, own_public: str, edit) -> None:
     path.write_bytes(pyrage.encrypt(buf.getvalue(), recips))
 
 
+#: the damage both database kinds must refuse alike (tests/postgres/test_postgres_backup.py uses it too)
+COMMON_DAMAGE = ("truncated", "corrupted", "wrong_key", "tampered_manifest")
+
+
+def damage_archive(case: str, path: Path, root: Path, escrow_file: Path, own_public: str) -> list[str] | None:
+    """Damage the archive at ``path`` as ``case`` says; the restore's identity arguments when they change."""
+    data = path.read_bytes()
+    if case == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "corrupted":
+        path.write_bytes(data[:-100] + bytes(b ^ 0xFF for b in data[-100:-90]) + data[-90:])
+    elif case == "wrong_key":
+        other = root / "other.key"
+        other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
+        return ["--identity", str(other)]
+    elif case == "tampered_manifest":
+        def edit(m):
+            manifest = json.loads(m["manifest.json"])
+            manifest["row_counts"]["resident_versions"] += 1
+            m["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
+        _reencrypt(path, escrow_file, own_public, edit)
+    else:
+        raise ValueError(case)
+    return None
+
+
 @pytest.mark.parametrize("case", ["truncated", "corrupted", "wrong_key", "tampered_manifest", "tampered_db",
                                   "other_municipality", "not_age"])
 def test_bad_input_is_refused_and_live_data_untouched(appliance, capsys, case):
@@ -196,22 +222,9 @@ def test_bad_input_is_refused_and_live_data_untouched(appliance, capsys, case):
     expected = {"truncated": "E_BACKUP_CORRUPT", "corrupted": "E_BACKUP_CORRUPT", "wrong_key": "E_BACKUP_WRONG_KEY",
                 "tampered_manifest": "E_BACKUP_MANIFEST", "tampered_db": "E_BACKUP_MANIFEST",
                 "other_municipality": "E_BACKUP_MUNICIPALITY", "not_age": "E_BACKUP_CORRUPT"}[case]
-    data = path.read_bytes()
     target_cfg = cfg
-    if case == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif case == "corrupted":
-        path.write_bytes(data[:-100] + bytes(b ^ 0xFF for b in data[-100:-90]) + data[-90:])
-    elif case == "wrong_key":
-        other = root / "other.key"
-        other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
-        identity = ["--identity", str(other)]
-    elif case == "tampered_manifest":
-        def edit(m):
-            manifest = json.loads(m["manifest.json"])
-            manifest["row_counts"]["resident_versions"] += 1
-            m["manifest.json"] = json.dumps(manifest, sort_keys=True).encode()
-        _reencrypt(path, escrow_file, own_public, edit)
+    if case in COMMON_DAMAGE:
+        identity = damage_archive(case, path, root, escrow_file, own_public) or identity
     elif case == "tampered_db":
         def edit(m):
             m["db.sqlite"] = m["db.sqlite"][:-1] + b"\x01"

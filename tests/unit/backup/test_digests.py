@@ -57,12 +57,12 @@ def test_the_tar_stream_is_made_and_taken_apart_without_a_tar_file(tmp_path):
         tar.addfile(tarfile.TarInfo("manifest.json"), io.BytesIO(b""))
         tar.add(db, arcname="db.sqlite")
     for data in (stream, buf.getvalue()):
-        sink = bk._TarSink(tmp_path / "out.sqlite")
+        sink = bk._TarSink({"db.sqlite": tmp_path / "out.sqlite"})
         for i in range(0, len(data), 7000):  # odd chunk sizes, as the decryptor hands them over
             sink.write(data[i:i + 7000])
         sink.finish()
         assert (tmp_path / "out.sqlite").read_bytes() == db.read_bytes() and sink.db_seen
-    sink = bk._TarSink(tmp_path / "cut.sqlite")
+    sink = bk._TarSink({"db.sqlite": tmp_path / "cut.sqlite"})
     sink.write(stream[: len(stream) // 2])
     try:
         sink.finish()
